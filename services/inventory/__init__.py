@@ -1,0 +1,1 @@
+"""The inventory service: standards, equipment, organizations and enterprise instruments."""

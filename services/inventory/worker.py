@@ -1,0 +1,26 @@
+"""The inventory's worker process: ``python -m services.inventory.worker``.
+
+It owns the AMQP connections: the outbox relay publishes every recorded event with publisher
+confirms. (The inventory consumes no events yet; consumers would be added to COMPONENTS.)
+"""
+
+from __future__ import annotations
+
+from services.inventory.models import OutboxMessage
+from shared.config import Settings
+from shared.db import Database
+from shared.logs import configure_logging
+from shared.messaging.relay import OutboxRelay
+from shared.messaging.worker import run_components
+
+
+def main() -> int:
+    settings = Settings("inventory")
+    configure_logging("inventory-worker", settings.log_level, settings.log_json)
+    database = Database(settings.database_url)
+    relay = OutboxRelay(database, OutboxMessage, settings.amqp_url, name="inventory.relay")
+    return run_components([relay], settings.amqp_url)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

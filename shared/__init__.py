@@ -1,0 +1,1 @@
+"""Infrastructure shared by every refstd service: no domain model lives here."""

@@ -1,0 +1,121 @@
+"""Fixtures for the real services: a fresh RabbitMQ vhost and fresh PostgreSQL databases per run.
+
+With CI=true a service that cannot be reached fails the run; elsewhere it fails too, with a message
+saying how to start it. Nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+
+import psycopg
+import pytest
+
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+RABBIT_HOST = os.environ.get("TEST_RABBITMQ_HOST", "127.0.0.1:5672")
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+def _rabbitmqctl(*args: str) -> None:
+    result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        pytest.fail(
+            f"RabbitMQ is needed for these tests and `rabbitmqctl {' '.join(args)}` failed: "
+            f"{result.stderr.strip() or result.stdout.strip()}. Start it with `rabbitmq-server -detached`.",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def amqp_url():
+    """A fresh vhost on the real broker for this test run, deleted afterwards."""
+    vhost = f"refstd-test-{RUN_ID}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield f"amqp://guest:guest@{RABBIT_HOST}/{vhost}"
+    _rabbitmqctl("delete_vhost", vhost)
+
+
+def _pg_admin():
+    try:
+        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is needed for these tests and {PG_ADMIN_URL} is not reachable ({exc}). Start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`.",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def postgres_database_factory():
+    """Creates fresh PostgreSQL databases for this run and drops them at the end."""
+    created: list[str] = []
+
+    def create(label: str, template: str | None = None) -> str:
+        name = f"refstd_test_{RUN_ID}_{label}_{len(created)}"
+        with _pg_admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        created.append(name)
+        base = PG_ADMIN_URL.rsplit("/", 1)[0]
+        return f"{base}/{name}"
+
+    yield create
+    with _pg_admin() as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_backend(request):
+    """Every test using a database runs on SQLite and on PostgreSQL."""
+    return request.param
+
+
+@pytest.fixture
+def database_url(db_backend, tmp_path, postgres_database_factory, request):
+    """An empty database of each kind."""
+    if db_backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return postgres_database_factory(request.node.name.split("[")[0][:20].lower())
+
+
+@pytest.fixture(scope="session")
+def migrated_database_factory(postgres_database_factory, tmp_path_factory):
+    """``make(backend, service, prepare)`` -> URL of a fresh database with the service's schema.
+
+    Migrations run once per backend and service; each test gets a copy (a file copy on SQLite, a
+    ``CREATE DATABASE ... TEMPLATE`` on PostgreSQL), which keeps the suite fast.
+    """
+    from shared.db import Database
+
+    templates: dict[tuple[str, str], str] = {}
+
+    def make(backend: str, service: str, prepare) -> str:
+        key = (backend, service)
+        if key not in templates:
+            if backend == "sqlite":
+                url = f"sqlite:///{tmp_path_factory.mktemp('templates') / (service + '.db')}"
+            else:
+                url = postgres_database_factory(f"template_{service}")
+            database = Database(url)
+            prepare(database)
+            database.dispose()
+            templates[key] = url
+        template = templates[key]
+        if backend == "sqlite":
+            target = tmp_path_factory.mktemp(service) / f"{service}.db"
+            shutil.copyfile(template.removeprefix("sqlite:///"), target)
+            return f"sqlite:///{target}"
+        return postgres_database_factory(service, template=template.rsplit("/", 1)[1])
+
+    return make
+
+
+@pytest.fixture
+def postgres_url(postgres_database_factory, request):
+    """An empty PostgreSQL database, for tests about PostgreSQL-only behaviour (SKIP LOCKED)."""
+    return postgres_database_factory(request.node.name.split("[")[0][:20].lower())
