@@ -5,11 +5,12 @@ from __future__ import annotations
 from flask import Flask
 from sqlalchemy.exc import IntegrityError
 
-from services.inventory import clients
+from services.inventory import clients, domain
 from services.inventory.api import auth, catalogue, equipment, instruments, organizations, standards
 from shared.auth import TokenSigner, TokenVerifier, load_or_create_private_key, public_pem
 from shared.config import Settings
 from shared.db import Database
+from shared.errors import problem_response
 from shared.messaging.connection import broker_reachable
 from shared.web import create_service_app
 
@@ -34,6 +35,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         readiness_checks=[("broker", lambda: broker_reachable(settings.amqp_url))],
     )
     app.extensions["refstd.token_signer"] = signer
+    # A rule refusing a value the schemas let through is still the client's error, never a 500.
+    app.register_error_handler(domain.DomainError, lambda error: problem_response(422, str(error)))
+    domain.unit_problem("m")  # builds the unit registry now rather than during the first request
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     if settings.bootstrap_client_id and settings.bootstrap_client_secret:
