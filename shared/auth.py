@@ -180,5 +180,6 @@ def require(*roles: str):
 
 def same_organization_or_404(principal: Principal, organization_id: str | None, what: str) -> None:
     """Enterprise clients see only their own organization: anything else is 'not found'."""
-    if principal.role == "enterprise" and (organization_id is None or str(organization_id) != principal.organization_id):
+    if principal.role == "enterprise" and (
+            organization_id is None or str(organization_id) != principal.organization_id):
         raise Problem(404, f"No such {what}.")

@@ -7,6 +7,7 @@ confirms. (The inventory consumes no events yet; consumers would be added to COM
 from __future__ import annotations
 
 from services.inventory.models import OutboxMessage
+from services.topology import ALL_QUEUES
 from shared.config import Settings
 from shared.db import Database
 from shared.logs import configure_logging
@@ -19,7 +20,8 @@ def main() -> int:
     configure_logging("inventory-worker", settings.log_level, settings.log_json)
     database = Database(settings.database_url)
     relay = OutboxRelay(database, OutboxMessage, settings.amqp_url, name="inventory.relay")
-    return run_components([relay], settings.amqp_url)
+    run_components([relay], settings.amqp_url, queues=ALL_QUEUES)
+    return 0
 
 
 if __name__ == "__main__":

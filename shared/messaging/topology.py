@@ -110,3 +110,21 @@ def declare_queue(channel, spec: QueueSpec) -> None:
         channel.queue_bind(queue=spec.name, exchange=EXCHANGE, routing_key=pattern)
     for delay in spec.retry_delays_ms:
         channel.queue_declare(queue=spec.retry_queue(delay), durable=True, arguments=spec.retry_queue_arguments(delay))
+
+
+def declare_topology(amqp_url: str, specs) -> None:
+    """Declare the exchanges and every queue in ``specs`` once, on a short-lived connection.
+
+    Workers call this at start with the system's whole queue registry, so that an event published
+    before its consumer first ran waits in that consumer's queue instead of being unroutable.
+    """
+    from .connection import connect
+
+    connection = connect(amqp_url, name="topology")
+    try:
+        channel = connection.channel()
+        declare_exchanges(channel)
+        for spec in specs:
+            declare_queue(channel, spec)
+    finally:
+        connection.close()

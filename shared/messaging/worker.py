@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from .connection import broker_reachable, redact_url
+from .topology import declare_topology
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,13 @@ def run_components(
     *,
     stop: threading.Event | None = None,
     install_signal_handlers: bool = True,
+    queues: Sequence = (),
 ) -> None:
     """Run every component in its own thread until SIGTERM/SIGINT (or ``stop``) and join them.
 
-    Exits the process with status 1 (one line on stderr, no traceback) if the broker is not
-    reachable, and with status 1 after stopping everything if a component failed.
+    ``queues``: the system's queue registry, declared before anything runs. Exits the process with
+    status 1 (one line on stderr, no traceback) if the broker is not reachable, and with status 1
+    after stopping everything if a component failed.
     """
     if not broker_reachable(amqp_url):
         print(
@@ -50,6 +53,8 @@ def run_components(
             flush=True,
         )
         raise SystemExit(1)
+    if queues:
+        declare_topology(amqp_url, queues)
 
     stop = stop or threading.Event()
     failed: list[str] = []
