@@ -10,7 +10,7 @@ from pathlib import Path
 from shared.config import ROOT, VAR_DIR, Settings, env_flag
 from shared.messaging.connection import broker_reachable, redact_url
 
-SERVICES = ("inventory",)
+SERVICES = ("inventory", "scheduler")
 
 
 def bootstrap_credentials() -> tuple[str, str]:

@@ -127,6 +127,13 @@ class TokenVerifier:
         return Principal(client_id=claims["sub"], role=role, organization_id=claims.get("org"))
 
 
+def verifier_for(settings) -> TokenVerifier:
+    """A verifying service's verifier: JWT_PUBLIC_KEY if given, else the issuer's JWKS at INVENTORY_URL."""
+    if settings.jwt_public_key:
+        return TokenVerifier(public_key_pem=settings.jwt_public_key)
+    return TokenVerifier(jwks_url=settings.inventory_url.rstrip("/") + JWKS_PATH)
+
+
 def _bearer_token() -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

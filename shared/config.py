@@ -55,6 +55,8 @@ class Settings:
     # Verifying side: a PEM public key, else fetched from the issuer's JWKS at INVENTORY_URL.
     jwt_public_key: str | None = field(default_factory=lambda: _env("JWT_PUBLIC_KEY"))
     token_ttl_seconds: int = field(default_factory=lambda: int(_env("TOKEN_TTL_SECONDS", "3600")))
+    sweep_cron: str = field(default_factory=lambda: _env("SWEEP_CRON", "0 8 * * *"))
+    reminder_interval_seconds: int = field(default_factory=lambda: int(_env("REMINDER_INTERVAL_SECONDS", "300")))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))
     log_json: bool = field(default_factory=lambda: env_flag("LOG_JSON", False))
 
