@@ -10,7 +10,7 @@ from pathlib import Path
 from shared.config import ROOT, VAR_DIR, Settings, env_flag
 from shared.messaging.connection import broker_reachable, redact_url
 
-SERVICES = ("inventory", "scheduler")
+SERVICES = ("inventory", "scheduler", "notifier")
 
 
 def bootstrap_credentials() -> tuple[str, str]:
@@ -53,6 +53,9 @@ def main() -> int:
     print(f"Bootstrap admin: client_id={client_id} client_secret={secret}")
     print(f"  token: curl -s -d grant_type=client_credentials -u {client_id}:{secret} "
           f"http://127.0.0.1:{inventory.port}/api/v1/auth/token")
+    mail_url = Settings("notifier").mail_url
+    if mail_url.startswith("file://"):
+        print(f"Email is written as .eml files to {mail_url.removeprefix('file://')} (MAIL_URL to change).")
     print("Stop with Ctrl-C.\n", flush=True)
     honcho = Path(sys.executable).with_name("honcho")
     os.chdir(ROOT)

@@ -19,7 +19,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from services.scheduler import events
 from services.scheduler.models import InboxMessage, OutboxMessage
 from services.topology import ALL_QUEUES
-from shared.config import Settings
+from shared.config import Settings, env_flag
 from shared.db import Database
 from shared.logs import configure_logging
 from shared.messaging.consumer import Consumer
@@ -60,6 +60,16 @@ class TimedJobs:
         if sent:
             log.info("booking reminders: %s sent", sent)
 
+    def sample_bookings(self) -> None:
+        """Load the sample bookings once the read model has the sample standards (``make run``)."""
+        from services.scheduler.demo import load_sample_bookings
+
+        with self.database.transaction() as session:
+            made = load_sample_bookings(session, utcnow(), self.settings.institute_tz)
+        if made is not None:
+            log.info("sample bookings: %s made", made)
+            self._scheduler.remove_job("sample_bookings")
+
     def run(self, stop: threading.Event) -> None:
         scheduler = BackgroundScheduler(
             timezone=self.settings.institute_tz,
@@ -76,6 +86,10 @@ class TimedJobs:
         # delay lets the consumer take in the events that arrived while the worker was down first.
         scheduler.add_job(self.sweep, DateTrigger(utcnow() + dt.timedelta(seconds=self.startup_delay)),
                           args=["startup"], id="startup_sweep", replace_existing=True)
+        if env_flag("REFSTD_SAMPLE_BOOKINGS"):
+            scheduler.add_job(self.sample_bookings, IntervalTrigger(seconds=5), id="sample_bookings",
+                              replace_existing=True)
+        self._scheduler = scheduler
         scheduler.start()
         try:
             self.reminders()

@@ -1,0 +1,1 @@
+"""HTTP layer of the scheduler: one module per resource."""
