@@ -98,7 +98,10 @@ def problem_response(status: int, detail: str | None = None, *, title: str | Non
     request_id = getattr(g, "request_id", None)
     if request_id:
         body["request_id"] = request_id
-    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_CONTENT_TYPE)
+    # A field name may echo a lone surrogate the client sent (JSON "\ud800" as a key): written back as
+    # that same JSON escape instead of failing to encode as UTF-8.
+    content = json.dumps(body).encode("utf-8", "backslashreplace")
+    response = Response(content, status=status, mimetype=PROBLEM_CONTENT_TYPE)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

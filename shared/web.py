@@ -1,24 +1,33 @@
 """The HTTP scaffolding every service shares: app factory base, per-request DB session, request ids,
-problem+json errors, health, readiness and metrics endpoints, paging defaults and ETags."""
+problem+json errors, health, readiness and metrics endpoints, paging, request body parsing, lookups by
+id, conflicts as 409 and ETags."""
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import flask_smorest
+import marshmallow as ma
 from flask import Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from sqlalchemy import text
+from sqlalchemy import Select, func, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+from webargs.flaskparser import FlaskParser, abort
 
 from shared.auth import TokenVerifier
 from shared.config import Settings
 from shared.context import correlation_id
 from shared.db import Database
-from shared.errors import Problem, ProblemSchema, register_error_handlers
+from shared.errors import Problem, ProblemSchema, not_found, register_error_handlers
 from shared.logs import configure_logging
+from shared.schemas import text_problem
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -35,10 +44,71 @@ class Api(flask_smorest.Api):
         register_error_handlers(self._app)
 
 
+BODY_NOT_JSON = "Invalid JSON body."
+BODY_REQUIRED = "The request body must be a JSON object (Content-Type: application/json)."
+# No table ever holds this many rows; a page starting beyond it is empty whatever the data, and an
+# OFFSET this large still fits every database's integer.
+MAX_FIRST_ITEM = 2**62
+
+
+class RequestParser(FlaskParser):
+    """webargs' Flask parser, hardened: a JSON body that cannot be decoded for any reason is a 400
+    (webargs itself answers 400 only for syntax and UTF-8 errors), and so is a body sent as another
+    content type, or none at all where the schema requires a field. A schema whose fields are all
+    optional still accepts no body (``{}``)."""
+
+    def load_json(self, req, schema: ma.Schema) -> Any:
+        try:
+            data = super().load_json(req, schema)
+        except RecursionError:
+            _bad_body(f"{BODY_NOT_JSON[:-1]}: it is nested too deeply.")
+        except ValueError:  # the JSON decoder's other refusals, e.g. an integer of more than 4300 digits
+            _bad_body(f"{BODY_NOT_JSON[:-1]}: it holds a number too long to read.")
+        if data is ma.missing and (_needs_a_body(schema) or req.get_data(cache=True)):
+            _bad_body(BODY_REQUIRED)
+        return data
+
+
+def _bad_body(detail: str) -> NoReturn:
+    abort(400, messages={"json": [detail]})
+
+
+def _needs_a_body(schema: ma.Schema) -> bool:
+    """Whether the schema requires a field that its ``partial`` setting does not excuse."""
+    if schema.many:
+        return True
+    if schema.partial is True:
+        return False
+    excused = set(schema.partial or ())
+    return any(field.required and name not in excused for name, field in schema.load_fields.items())
+
+
 class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest blueprint with the contract's paging: page_size 50 by default, 500 at most."""
+    """flask-smorest blueprint with the contract's paging (page_size 50 by default, 500 at most) and the
+    hardened body parser.
+
+    Pages are bounded: a page starting beyond ``MAX_FIRST_ITEM`` is served as the page just past that
+    bound, which is as empty as the one asked for (X-Pagination names no page beyond the last one), so
+    no list can send the database an OFFSET it cannot represent.
+    """
 
     DEFAULT_PAGINATION_PARAMETERS = {"page": 1, "page_size": 50, "max_page_size": 500}
+    ARGUMENTS_PARSER = RequestParser()
+
+    def paginate(self, pager=None, **kwargs):
+        paginate = super().paginate(pager, **kwargs)
+
+        def decorator(view):
+            @functools.wraps(view)
+            def bounded(*args, **view_kwargs):
+                parameters = view_kwargs.get("pagination_parameters")
+                if parameters is not None:
+                    parameters.page = min(parameters.page, MAX_FIRST_ITEM // parameters.page_size + 1)
+                return view(*args, **view_kwargs)
+
+            return paginate(bounded)
+
+        return decorator
 
 
 def create_service_app(settings: Settings, *, title: str, description: str, database: Database,
@@ -138,6 +208,82 @@ def _install_health(app: Flask, database: Database, checks: list) -> None:
     @app.get("/metrics")
     def metrics():
         return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+
+
+Model = TypeVar("Model")
+
+
+def find_by_id(session: Session, model: type[Model], entity_id: Any, *, lock: bool = False) -> Model | None:
+    """The entity with this primary key, or None, also for a value that cannot be one (not a string, too
+    long for the column, holding NUL...): ids come from paths and bodies, and must never reach the
+    database as something it refuses. ``lock`` reads it FOR UPDATE."""
+    column = inspect(model).primary_key[0]
+    if not isinstance(entity_id, str) or text_problem(entity_id) is not None:
+        return None
+    length = getattr(column.type, "length", None)
+    if length is not None and len(entity_id) > length:
+        return None
+    key: Any = entity_id
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        python_type = str
+    if python_type is not str:
+        try:
+            key = python_type(entity_id)
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return session.get(model, key, with_for_update=True if lock else None)
+
+
+def get_or_404(session: Session, model: type[Model], entity_id: Any, what: str, *,
+               lock: bool = False) -> Model:
+    """``find_by_id`` or 404 "No such <what>."; a malformed id is simply not found."""
+    entity = find_by_id(session, model, entity_id, lock=lock)
+    if entity is None:
+        not_found(what)
+    return entity
+
+
+def paginate_query(session: Session, query: Select, pagination_parameters) -> list:
+    """One page of ``query`` (ordered by the caller), setting the item count for the X-Pagination header.
+
+    A page beyond the last is answered without asking the database for it.
+    """
+    pagination_parameters.item_count = session.scalar(
+        select(func.count()).select_from(query.order_by(None).subquery()))
+    first = pagination_parameters.first_item
+    if first >= pagination_parameters.item_count:
+        return []
+    return list(session.scalars(query.offset(first).limit(pagination_parameters.page_size)))
+
+
+def flush_or_409(session: Session, *, what: str = "resource",
+                 on_integrity_error: Callable[[], None] | None = None) -> None:
+    """``session.flush()`` with conflicts answered as 409.
+
+    A stale version (someone changed the row since it was read) is 409 ``concurrent_update``. A constraint
+    violation is rolled back and handed to ``on_integrity_error``, which raises the Problem that explains
+    it (e.g. 409 ``duplicate`` naming the conflicting record); without one it propagates.
+    """
+    try:
+        session.flush()
+    except StaleDataError as exc:
+        session.rollback()
+        raise Problem(409, f"The {what} was changed by someone else at the same time; read it again and "
+                           "retry.", code="concurrent_update") from exc
+    except IntegrityError:
+        session.rollback()
+        if on_integrity_error is not None:
+            on_integrity_error()
+        raise
+
+
+def commit_or_409(session: Session, *, what: str = "resource",
+                  on_integrity_error: Callable[[], None] | None = None) -> None:
+    """Commit, flushing first through ``flush_or_409``."""
+    flush_or_409(session, what=what, on_integrity_error=on_integrity_error)
+    session.commit()
 
 
 def etag_of(version: int | str) -> str:

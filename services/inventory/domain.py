@@ -102,13 +102,29 @@ def certificate_expires_on(issued_on: dt.date, expires_on: dt.date | None) -> dt
     return add_years(issued_on, CERTIFICATE_VALIDITY_YEARS)
 
 
-def calibration_due_on(
-    calibrated_on: dt.date, interval_months: int | None, valid_until: dt.date | None
-) -> dt.date | None:
-    """When the next calibration is due: the certificate's valid_until wins, else calibrated_on + interval.
+CALIBRATION_RESULTS = ("pass", "fail", "limited")
 
-    None when neither is known. The date is never moved to "today" once it has passed.
+
+def calibration_due_on(
+    calibrated_on: dt.date, interval_months: int | None, valid_until: dt.date | None, result: str = "pass"
+) -> dt.date | None:
+    """When the next calibration is due after a calibration with this result.
+
+    pass: the certificate's valid_until wins, else calibrated_on + interval; None when neither is known.
+    limited (限用, usable only within the restricted range or points the certificate states): as pass.
+    The restriction is the certificate's to state and the lab's to respect; it does not shorten the
+    validity, and the software cannot check the range a measurement uses.
+    fail: calibrated_on itself. Equipment that failed may not be used until it is repaired and calibrated
+    again, so it is due at once (overdue from the next day, when it blocks its standard), whatever the
+    interval; valid_until does not apply. The same rule as a failed verification.
+    The date is never moved to "today" once it has passed.
     """
+    if result not in CALIBRATION_RESULTS:
+        raise InvalidValue(
+            f"unknown calibration result {result!r}; expected one of {', '.join(CALIBRATION_RESULTS)}"
+        )
+    if result == "fail":
+        return calibrated_on
     if valid_until is not None:
         return valid_until
     if interval_months is not None:

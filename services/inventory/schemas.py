@@ -1,33 +1,51 @@
 """Representations of the inventory's resources: one schema validates input, dumps output, documents
-the OpenAPI spec, and is the payload of the resource's events (event-carried state)."""
+the OpenAPI spec, and is the payload of the resource's events (event-carried state).
+
+Every schema derives from ``shared.schemas.Schema``: text no database can store (NUL, lone surrogates)
+is a 422 naming the field. Whole-number fields are strict: 1.5 is refused, not cut to 1.
+"""
 
 from __future__ import annotations
 
-import marshmallow as ma
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
 from services.inventory import domain
+from shared.schemas import NoControlCharacters
+from shared.schemas import Schema as Schema
 from shared.timeutil import institute_today
 
 LOCALES = ("zh-CN", "en")
 ORGANIZATION_KINDS = ("enterprise", "university", "institute", "government")
 ROLES_OF_EQUIPMENT = ("main", "auxiliary")
-CALIBRATION_RESULTS = ("pass", "fail", "limited")
-CHECK_KINDS = ("stability", "repeatability")
-VERIFICATION_RESULTS = ("pass", "fail")
+CALIBRATION_RESULTS = domain.CALIBRATION_RESULTS
+CHECK_KINDS = domain.CHECK_KINDS
+VERIFICATION_RESULTS = domain.VERIFICATION_RESULTS
+
+# One-line text (names, serial numbers) holds no line breaks, tabs or other control characters.
+SINGLE_LINE = NoControlCharacters(
+    error="must not contain control characters such as line breaks, tabs or NUL")
+# Free text (notes) may span lines.
+MULTI_LINE = NoControlCharacters(allow="\t\n\r",
+                                 error="must not contain control characters other than line breaks and tabs")
 
 
 def _text(max_length: int, **kwargs) -> fields.String:
     return fields.String(validate=validate.Length(min=1, max=max_length), **kwargs)
 
 
-def _not_in_future(value, what: str) -> None:
-    if value is not None and value > institute_today():
-        raise ValidationError(f"{what} cannot be in the future (today is {institute_today().isoformat()}).")
+def _line(max_length: int, *, min_length: int = 0, **kwargs) -> fields.String:
+    return fields.String(validate=[validate.Length(min=min_length, max=max_length), SINGLE_LINE], **kwargs)
 
 
-class Schema(ma.Schema):
-    pass
+def _whole_number(minimum: int, maximum: int, **kwargs) -> fields.Integer:
+    return fields.Integer(strict=True, validate=validate.Range(minimum, maximum), **kwargs)
+
+
+def _not_in_future(value) -> None:
+    """A record's date: today at the latest (institute time zone)."""
+    today = institute_today()
+    if value is not None and value > today:
+        raise ValidationError(f"cannot be in the future (today is {today.isoformat()}).")
 
 
 class Resource(Schema):
@@ -147,7 +165,7 @@ class EquipmentSchema(Resource):
     manufacturer = fields.String(validate=validate.Length(max=200), allow_none=True)
     model = fields.String(validate=validate.Length(max=100), allow_none=True)
     serial_number = fields.String(validate=validate.Length(max=100), allow_none=True)
-    calibration_interval_months = fields.Integer(validate=validate.Range(1, 240), allow_none=True)
+    calibration_interval_months = _whole_number(1, 240, allow_none=True)
     last_calibrated_on = fields.Date(dump_only=True)
     due_on = fields.Date(dump_only=True)
     state = fields.String(dump_only=True, metadata={"description": "ok | due_soon | overdue | never_calibrated"})
@@ -168,7 +186,7 @@ class StandardSchema(Resource):
     lab = fields.String(validate=validate.Length(max=200), allow_none=True)
     custodian = fields.Nested(CustodianSchema, allow_none=True)
     industries = fields.List(_text(100), load_default=list, validate=validate.Length(max=50))
-    recovery_minutes = fields.Integer(load_default=0, validate=validate.Range(0, 7 * 24 * 60))
+    recovery_minutes = _whole_number(0, 7 * 24 * 60, load_default=0)
     status = fields.String(load_default="in_service", validate=validate.OneOf(domain.STANDARD_STATUSES),
                            metadata={"description": "Set at creation; later only through POST /status"})
     usable = fields.Boolean(dump_only=True)
@@ -224,7 +242,7 @@ class StatusChangeSchema(Schema):
 class CalibrationSchema(Schema):
     id = fields.String(dump_only=True)
     equipment_id = fields.String(dump_only=True)
-    calibrated_on = fields.Date(required=True)
+    calibrated_on = fields.Date(required=True, validate=_not_in_future)
     performed_by = fields.String(validate=validate.Length(max=200), allow_none=True)
     certificate_number = fields.String(validate=validate.Length(max=100), allow_none=True)
     result = fields.String(required=True, validate=validate.OneOf(CALIBRATION_RESULTS))
@@ -238,10 +256,6 @@ class CalibrationSchema(Schema):
     recorded_by = fields.String(dump_only=True)
     created_at = fields.AwareDateTime(dump_only=True)
 
-    @validates("calibrated_on")
-    def _past(self, value, **_):
-        _not_in_future(value, "calibrated_on")
-
     @validates_schema
     def _valid_until_after(self, data, **_):
         if data.get("valid_until") and data.get("calibrated_on") and data["valid_until"] <= data["calibrated_on"]:
@@ -252,7 +266,7 @@ class CheckSchema(Schema):
     id = fields.String(dump_only=True)
     standard_id = fields.String(dump_only=True)
     kind = fields.String(required=True, validate=validate.OneOf(CHECK_KINDS))
-    performed_on = fields.Date(required=True)
+    performed_on = fields.Date(required=True, validate=_not_in_future)
     value = fields.Float(required=True, allow_nan=False)
     limit = fields.Float(required=True, allow_nan=False, validate=validate.Range(min=0, min_inclusive=False))
     unit = fields.String(allow_none=True)
@@ -261,10 +275,6 @@ class CheckSchema(Schema):
     corrects_id = fields.String(allow_none=True)
     recorded_by = fields.String(dump_only=True)
     created_at = fields.AwareDateTime(dump_only=True)
-
-    @validates("performed_on")
-    def _past(self, value, **_):
-        _not_in_future(value, "performed_on")
 
     @validates("unit")
     def _unit(self, value, **_):
@@ -278,24 +288,22 @@ class CheckSchema(Schema):
 
 class InstrumentSchema(Resource):
     organization_id = fields.String(required=True)
-    name = _text(200, required=True)
-    category = _text(100, required=True)
-    manufacturer = fields.String(validate=validate.Length(max=200), allow_none=True)
-    model = fields.String(validate=validate.Length(max=100), allow_none=True)
-    serial_number = _text(100, required=True)
-    regulation = fields.String(validate=validate.Length(max=100), allow_none=True,
-                               metadata={"description": "Verification regulation, e.g. JJG 52-2013"})
+    name = _line(200, min_length=1, required=True)
+    category = _line(100, min_length=1, required=True)
+    manufacturer = _line(200, allow_none=True)
+    model = _line(100, allow_none=True)
+    serial_number = _line(100, min_length=1, required=True)
+    regulation = _line(100, allow_none=True,
+                       metadata={"description": "Verification regulation, e.g. JJG 52-2013"})
     mandatory = fields.Boolean(load_default=False, metadata={"description": "强制检定"})
-    interval_months = fields.Integer(required=True, validate=validate.Range(1, 120))
-    last_verified_on = fields.Date(allow_none=True, metadata={"description": "Settable at registration only"})
+    interval_months = _whole_number(1, 120, required=True,
+                                    metadata={"description": "Verification interval in months (1-120)"})
+    last_verified_on = fields.Date(allow_none=True, validate=_not_in_future,
+                                   metadata={"description": "Settable at registration only"})
     registered_on = fields.Date(dump_only=True)
     due_on = fields.Date(dump_only=True, metadata={"description": "Never verified: due on registration"})
-    location = fields.String(validate=validate.Length(max=200), allow_none=True)
+    location = _line(200, allow_none=True)
     status = fields.String(dump_only=True, metadata={"description": "active | removed"})
-
-    @validates("last_verified_on")
-    def _past(self, value, **_):
-        _not_in_future(value, "last_verified_on")
 
 
 class InstrumentPatchSchema(InstrumentSchema):
@@ -304,6 +312,9 @@ class InstrumentPatchSchema(InstrumentSchema):
 
 
 class InstrumentQuerySchema(Schema):
+    # An organization_id that is not a UUID names no organization: the list is empty, not an error.
+    UNSTORED_TEXT_FIELDS = ("organization_id",)
+
     organization_id = fields.String()
     due_before = fields.Date(metadata={"description": "Only instruments due on or before this date"})
     mandatory = fields.Boolean()
@@ -313,19 +324,15 @@ class InstrumentQuerySchema(Schema):
 class VerificationSchema(Schema):
     id = fields.String(dump_only=True)
     instrument_id = fields.String(dump_only=True)
-    verified_on = fields.Date(required=True)
+    verified_on = fields.Date(required=True, validate=_not_in_future)
     result = fields.String(required=True, validate=validate.OneOf(VERIFICATION_RESULTS))
-    certificate_number = fields.String(validate=validate.Length(max=100), allow_none=True)
+    certificate_number = _line(100, allow_none=True)
     standard_id = fields.String(allow_none=True, metadata={"description": "The standard used, if any"})
     next_due_on = fields.Date(dump_only=True)
-    notes = fields.String(validate=validate.Length(max=2000), allow_none=True)
+    notes = fields.String(validate=[validate.Length(max=2000), MULTI_LINE], allow_none=True)
     corrects_id = fields.String(allow_none=True)
     recorded_by = fields.String(dump_only=True)
     created_at = fields.AwareDateTime(dump_only=True)
-
-    @validates("verified_on")
-    def _past(self, value, **_):
-        _not_in_future(value, "verified_on")
 
 
 class ImportQuerySchema(Schema):

@@ -9,15 +9,15 @@ from urllib.parse import unquote_plus
 from flask import current_app, request, url_for
 from flask.views import MethodView
 from marshmallow import EXCLUDE, validate
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.inventory import clients, schemas
-from services.inventory.api.organizations import find_organization, refuse_unstorable_text
-from services.inventory.models import ApiClient
+from services.inventory.models import ApiClient, Organization
 from shared.auth import ROLES, current_principal, require
-from shared.errors import Problem, not_found, validation_error
-from shared.web import Blueprint, db_session
+from shared.errors import Problem, validation_error
+from shared.schemas import text_problem
+from shared.web import Blueprint, db_session, find_by_id, get_or_404, paginate_query
 
 blp = Blueprint(
     "auth", __name__, url_prefix="/api/v1",
@@ -152,7 +152,7 @@ def _client_credentials(parameters: dict[str, str | None]) -> tuple[str, str]:
 
 def _authenticated_client(session: Session, client_id: str, secret: str) -> ApiClient:
     plausible = (0 < len(client_id) <= _CLIENT_ID_MAX_LENGTH and len(secret) <= _SECRET_MAX_LENGTH
-                 and "\x00" not in client_id)
+                 and text_problem(client_id) is None)
     client = clients.verify_credentials(session, client_id, secret) if plausible else None
     if client is None:
         raise _invalid_client("The client is unknown or deactivated, or the secret is wrong.")
@@ -199,21 +199,12 @@ class Jwks(MethodView):
 
 # -- API clients -----------------------------------------------------------------------------------
 
-def _find_client(session: Session, client_id: str) -> ApiClient:
-    if len(client_id) > _CLIENT_ID_MAX_LENGTH or "\x00" in client_id:
-        not_found("API client")
-    client = session.get(ApiClient, client_id)
-    if client is None:
-        not_found("API client")
-    return client
-
-
 def _check_organization(session: Session, role: str, organization_id: str | None) -> None:
     if organization_id is None:
         if role in _ORGANIZATION_ROLES:
             validation_error({"organization_id": f"is required for a {role} client"})
         return
-    organization = find_organization(session, organization_id)
+    organization = find_by_id(session, Organization, organization_id)
     if organization is None:
         validation_error({"organization_id": "no such organization"})
     if role == "enterprise" and organization.kind != "enterprise":
@@ -232,16 +223,9 @@ class ApiClients(MethodView):
 
         Oldest first; filters `role`, `organization_id`, `active`.
         """
-        refuse_unstorable_text(args)
         conditions = [getattr(ApiClient, name) == value for name, value in args.items()]
-        session = db_session()
-        pagination_parameters.item_count = session.scalar(
-            select(func.count()).select_from(ApiClient).where(*conditions))
-        if pagination_parameters.first_item >= pagination_parameters.item_count:
-            return []  # also keeps absurd page numbers away from the database's OFFSET
-        query = (select(ApiClient).where(*conditions).order_by(ApiClient.created_at, ApiClient.id)
-                 .offset(pagination_parameters.first_item).limit(pagination_parameters.page_size))
-        return session.scalars(query).all()
+        query = select(ApiClient).where(*conditions).order_by(ApiClient.created_at, ApiClient.id)
+        return paginate_query(db_session(), query, pagination_parameters)
 
     @require("admin")
     @blp.arguments(schemas.ClientCreateSchema)
@@ -253,7 +237,6 @@ class ApiClients(MethodView):
         enterprise and partner clients must name an existing organization (`organization_id`), an
         enterprise client one of kind enterprise; admin and lab_staff clients may name one.
         """
-        refuse_unstorable_text(data)
         session = db_session()
         organization_id = data.get("organization_id")
         _check_organization(session, data["role"], organization_id)
@@ -276,7 +259,7 @@ class ApiClientItem(MethodView):
     @blp.response(200, ApiClientSchema)
     def get(self, client_id):
         """One API client (admin; the secret is never shown)"""
-        return _find_client(db_session(), client_id)
+        return get_or_404(db_session(), ApiClient, client_id, "API client")
 
     @require("admin")
     @blp.response(204)
@@ -290,7 +273,7 @@ class ApiClientItem(MethodView):
         A deactivated bootstrap client becomes active again only when BOOTSTRAP_CLIENT_SECRET changes.
         """
         session = db_session()
-        client = _find_client(session, client_id)
+        client = get_or_404(session, ApiClient, client_id, "API client")
         if client.id == current_principal().client_id:
             raise Problem(409, "An admin cannot deactivate the client it is calling with.", code="own_client")
         client.active = False

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from flask.views import MethodView
 from marshmallow import validate
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 
 from services.inventory import domain, schemas
+from services.inventory.api.standards import usable_condition
 from services.inventory.models import Standard
-from shared.web import Blueprint, db_session
+from shared.timeutil import institute_today
+from shared.web import Blueprint, db_session, paginate_query
 
 blp = Blueprint(
     "catalogue", __name__, url_prefix="/api/v1",
@@ -21,10 +23,8 @@ class CatalogueQuerySchema(schemas.Schema):
     discipline = schemas.fields.String(validate=validate.OneOf(domain.DISCIPLINES))
     usable = schemas.fields.Boolean(metadata={
         "description": "Only standards that are (true) or are not (false) usable today"})
-    q = schemas.fields.String(
-        validate=[validate.Length(max=100), validate.Regexp(r"\A[^\x00]*\Z", error="must not contain NUL")],
-        metadata={"description": "Search in code, names and measurand (case-insensitive substring)"},
-    )
+    q = schemas.fields.String(validate=validate.Length(max=100), metadata={
+        "description": "Search in code, names and measurand (case-insensitive substring)"})
 
 
 @blp.route("/catalogue")
@@ -42,22 +42,14 @@ class Catalogue(MethodView):
         conditions = [Standard.public.is_(True), Standard.status != "retired"]
         if "discipline" in args:
             conditions.append(Standard.discipline == args["discipline"])
+        if "usable" in args:
+            usable = usable_condition(institute_today())
+            conditions.append(usable if args["usable"] else ~usable)
         if args.get("q"):
             q = args["q"]
             conditions.append(or_(Standard.code.icontains(q, autoescape=True),
                                   Standard.name.icontains(q, autoescape=True),
                                   Standard.name_en.icontains(q, autoescape=True),
                                   Standard.measurand.icontains(q, autoescape=True)))
-        session = db_session()
         query = select(Standard).where(*conditions).order_by(Standard.code)
-        page = pagination_parameters
-        if "usable" in args:
-            # Usability is the domain's rule over the equipment's due dates, evaluated in Python rather
-            # than restated in SQL; the equipment comes in one extra query (selectin), whatever the count.
-            matching = [standard for standard in session.scalars(query) if standard.usable == args["usable"]]
-            page.item_count = len(matching)
-            return matching[page.first_item:page.first_item + page.page_size]
-        page.item_count = session.scalar(select(func.count()).select_from(Standard).where(*conditions))
-        if page.first_item >= page.item_count:
-            return []  # also keeps absurd page numbers away from the database's OFFSET
-        return session.scalars(query.offset(page.first_item).limit(page.page_size)).all()
+        return paginate_query(db_session(), query, pagination_parameters)

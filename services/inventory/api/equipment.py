@@ -16,21 +16,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.inventory import domain, events, schemas
-from services.inventory.api.standards import (
-    STAFF,
-    commit,
-    find,
-    flush,
-    get_or_404,
-    page_of,
-    standard_state,
-    unstorable_text,
-)
+from services.inventory.api.records import correction_problem, record_in_force, record_or_404
+from services.inventory.api.standards import STAFF, standard_state
 from services.inventory.models import Calibration, Equipment, Standard
 from shared.auth import current_principal, require
-from shared.errors import ProblemSchema, not_found, validation_error
+from shared.errors import ProblemSchema, validation_error
 from shared.timeutil import utcnow
-from shared.web import Blueprint, check_if_match, db_session, etag_of
+from shared.web import (
+    Blueprint,
+    check_if_match,
+    commit_or_409,
+    db_session,
+    etag_of,
+    flush_or_409,
+    get_or_404,
+    paginate_query,
+)
 
 blp = Blueprint("equipment", __name__, url_prefix="/api/v1",
                 description="Equipment of the standards and its calibration records.")
@@ -48,19 +49,9 @@ def _headers(equipment: Equipment) -> dict[str, str]:
 
 
 def latest_calibration(session: Session, equipment_id: str) -> Calibration | None:
-    """The calibration in force: the latest by calibrated_on among the records not corrected since.
-
-    A correction replaces the effect of the record it names; a record entered late for an earlier
-    date does not displace a later one. Same date: the one recorded last wins.
-    """
-    corrected = select(Calibration.corrects_id).where(Calibration.equipment_id == equipment_id,
-                                                      Calibration.corrects_id.is_not(None))
-    return session.scalar(
-        select(Calibration)
-        .where(Calibration.equipment_id == equipment_id, Calibration.id.not_in(corrected))
-        .order_by(Calibration.calibrated_on.desc(), Calibration.created_at.desc(), Calibration.id.desc())
-        .limit(1)
-    )
+    """The calibration in force (see ``records.record_in_force``)."""
+    return record_in_force(session, Calibration, Calibration.equipment_id, equipment_id,
+                           Calibration.calibrated_on)
 
 
 def follow_calibration_in_force(equipment: Equipment, latest: Calibration | None) -> None:
@@ -70,24 +61,27 @@ def follow_calibration_in_force(equipment: Equipment, latest: Calibration | None
         equipment.due_on = None
         return
     due_on = domain.calibration_due_on(latest.calibrated_on, equipment.calibration_interval_months,
-                                       latest.valid_until)
+                                       latest.valid_until, latest.result)
     equipment.last_calibrated_on = latest.calibrated_on
     # No interval any more and no valid_until on the record: the due date the record was given stays.
     equipment.due_on = due_on if due_on is not None else latest.next_due_on
 
 
-def _announce_standard_if_changed(session: Session, standard: Standard, before: tuple[bool, list[str]],
-                                  after: tuple[bool, list[str]]) -> None:
-    """Publish standard.updated (with a new version) when the standard's usability changed."""
+def _publish_and_commit(session: Session, event: str, equipment: Equipment, before: tuple[bool, list[str]],
+                        **extra) -> None:
+    """Flush; publish ``event`` with the standard's usability now (``before`` is what it was); when that
+    changed, also publish standard.updated with a new version of the standard; commit."""
+    flush_or_409(session, what="equipment")
+    standard = equipment.standard
+    after = standard_state(standard)
+    usable, reasons = after
+    events.publish(session, event, equipment, **extra, standard_usable=usable,
+                   standard_blocking_reasons=reasons)
     if after != before:
         standard.updated_at = utcnow()  # bumps the version: the standard's representation changed
-        flush(session)
+        flush_or_409(session, what="standard")
         events.publish(session, "standard.updated", standard)
-
-
-def _standard_extras(state: tuple[bool, list[str]]) -> dict:
-    usable, reasons = state
-    return {"standard_usable": usable, "standard_blocking_reasons": reasons}
+    commit_or_409(session, what="equipment")
 
 
 @blp.route("/standards/<standard_id>/equipment")
@@ -101,7 +95,7 @@ class StandardEquipment(MethodView):
         standard = get_or_404(session, Standard, standard_id, "standard")
         query = (select(Equipment).where(Equipment.standard_id == standard.id)
                  .order_by(Equipment.created_at, Equipment.id))
-        return page_of(session, query, pagination_parameters)
+        return paginate_query(session, query, pagination_parameters)
 
     @require(*STAFF)
     @blp.arguments(schemas.EquipmentSchema)
@@ -114,19 +108,12 @@ class StandardEquipment(MethodView):
         `equipment.registered` (with `standard_usable` and `standard_blocking_reasons`) and
         `standard.updated` when the standard's usability changed.
         """
-        errors = unstorable_text(data)
-        if errors:
-            validation_error(errors)
         session = db_session()
         standard = get_or_404(session, Standard, standard_id, "standard")
         before = standard_state(standard)
         equipment = Equipment(standard=standard, **data)
         session.add(equipment)
-        flush(session)
-        after = standard_state(standard)
-        events.publish(session, "equipment.registered", equipment, **_standard_extras(after))
-        _announce_standard_if_changed(session, standard, before, after)
-        commit(session)
+        _publish_and_commit(session, "equipment.registered", equipment, before)
         location = url_for("equipment.EquipmentResource", equipment_id=equipment.id)
         return equipment, 201, {"Location": location, **_headers(equipment)}
 
@@ -148,18 +135,15 @@ class EquipmentResource(MethodView):
         """Change a piece of equipment
 
         Roles: admin, lab_staff. Honours `If-Match` (412). Changing `calibration_interval_months`
-        recomputes `due_on` from the calibration in force (its `valid_until` still wins); with no
+        recomputes `due_on` from the calibration in force (its `valid_until` still wins, and a failed
+        one keeps the equipment due on its date); with no
         interval and no `valid_until`, the due date that calibration was given stays. Publishes
         `equipment.updated` and, when the standard's usability changed, `standard.updated`.
         """
-        errors = unstorable_text(data)
-        if errors:
-            validation_error(errors)
         session = db_session()
         equipment = get_or_404(session, Equipment, equipment_id, "equipment")
         check_if_match(equipment.version)
-        standard = equipment.standard
-        before = standard_state(standard)
+        before = standard_state(equipment.standard)
         # Read before changing anything, so that the query's autoflush writes nothing half-done.
         latest = latest_calibration(session, equipment.id)
         for key, value in data.items():
@@ -167,11 +151,7 @@ class EquipmentResource(MethodView):
         if not session.is_modified(equipment):
             return equipment, 200, _headers(equipment)
         follow_calibration_in_force(equipment, latest)
-        flush(session)
-        after = standard_state(standard)
-        events.publish(session, "equipment.updated", equipment, **_standard_extras(after))
-        _announce_standard_if_changed(session, standard, before, after)
-        commit(session)
+        _publish_and_commit(session, "equipment.updated", equipment, before)
         return equipment, 200, _headers(equipment)
 
 
@@ -189,7 +169,7 @@ class EquipmentCalibrations(MethodView):
         equipment = get_or_404(session, Equipment, equipment_id, "equipment")
         query = (select(Calibration).where(Calibration.equipment_id == equipment.id)
                  .order_by(Calibration.calibrated_on, Calibration.created_at, Calibration.id))
-        return page_of(session, query, pagination_parameters)
+        return paginate_query(session, query, pagination_parameters)
 
     @require(*STAFF)
     @blp.arguments(schemas.CalibrationSchema)
@@ -198,54 +178,42 @@ class EquipmentCalibrations(MethodView):
         """Record a calibration
 
         Roles: admin, lab_staff. `next_due_on` is `valid_until` when given, else `calibrated_on` + the
-        equipment's interval; equipment without an interval needs `valid_until` (422).
-        `calibrated_on` in the future is 422. The equipment's `last_calibrated_on` and `due_on` follow
-        the calibration in force: the latest by `calibrated_on` (a record entered late for an earlier
-        date does not move `due_on` back); a correction (`corrects_id`, a record of the same equipment
-        not corrected yet) replaces the effect of the record it corrects. Publishes
+        equipment's interval; equipment without an interval needs `valid_until` (422). A failed
+        calibration (`result: fail`) leaves the equipment due at once: `next_due_on` is `calibrated_on`
+        (overdue from the next day, blocking the standard until a passing calibration is recorded),
+        whatever the interval or `valid_until`. `limited` (usable within the restrictions the certificate
+        states) counts as `pass`. `calibrated_on` in the future is 422. The equipment's
+        `last_calibrated_on` and `due_on` follow the calibration in force: the latest by `calibrated_on`
+        (a record entered late for an earlier date does not move `due_on` back); a correction
+        (`corrects_id`, a record of the same equipment not corrected yet) replaces the effect of the
+        record it corrects. Publishes
         `equipment.calibrated` (with `calibration`, `standard_usable`, `standard_blocking_reasons`) and,
         when the standard's usability changed, `standard.updated`.
         """
-        errors = unstorable_text(data)
-        if errors:
-            validation_error(errors)
         principal = current_principal()
         session = db_session()
         equipment = get_or_404(session, Equipment, equipment_id, "equipment")
         if data.get("corrects_id") is not None:
-            _check_correctable(session, equipment, data["corrects_id"])
+            problem = correction_problem(session, Calibration, Calibration.equipment_id, equipment.id,
+                                         data["corrects_id"], "calibration record of this equipment")
+            if problem:
+                validation_error({"corrects_id": [problem]})
         next_due_on = domain.calibration_due_on(data["calibrated_on"], equipment.calibration_interval_months,
-                                                data.get("valid_until"))
+                                                data.get("valid_until"), data["result"])
         if next_due_on is None:
             validation_error({"valid_until": [
                 "is required: the equipment has no calibration interval to compute the next due date from."]})
-        standard = equipment.standard
-        before = standard_state(standard)
+        before = standard_state(equipment.standard)
         calibration = Calibration(equipment_id=equipment.id, next_due_on=next_due_on,
                                   recorded_by=principal.client_id, **data)
         session.add(calibration)
-        flush(session)
+        flush_or_409(session, what="equipment")
         follow_calibration_in_force(equipment, latest_calibration(session, equipment.id))
         equipment.updated_at = utcnow()  # a new record is a change of the equipment even if due_on stays
-        flush(session)
-        after = standard_state(standard)
-        events.publish(session, "equipment.calibrated", equipment, calibration=calibration,
-                       **_standard_extras(after))
-        _announce_standard_if_changed(session, standard, before, after)
-        commit(session)
+        _publish_and_commit(session, "equipment.calibrated", equipment, before, calibration=calibration)
         location = url_for("equipment.EquipmentCalibration", equipment_id=equipment.id,
                            calibration_id=calibration.id)
         return calibration, 201, {"Location": location}
-
-
-def _check_correctable(session: Session, equipment: Equipment, corrects_id: str) -> None:
-    corrected = find(session, Calibration, corrects_id)
-    if corrected is None or corrected.equipment_id != equipment.id:
-        validation_error({"corrects_id": ["must name a calibration record of this equipment."]})
-    correction = session.scalar(select(Calibration.id).where(Calibration.corrects_id == corrects_id))
-    if correction is not None:
-        validation_error({"corrects_id": [
-            f"that record was already corrected by {correction}; correct that record instead."]})
 
 
 @blp.route("/equipment/<equipment_id>/calibrations/<calibration_id>")
@@ -254,8 +222,5 @@ class EquipmentCalibration(MethodView):
     @blp.response(200, schemas.CalibrationSchema)
     def get(self, equipment_id, calibration_id):
         """One calibration record (roles: admin, lab_staff)"""
-        session = db_session()
-        calibration = get_or_404(session, Calibration, calibration_id, "calibration")
-        if calibration.equipment_id != equipment_id:
-            not_found("calibration")
-        return calibration
+        return record_or_404(db_session(), Calibration, calibration_id, Calibration.equipment_id,
+                             equipment_id, "calibration")

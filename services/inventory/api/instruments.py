@@ -11,7 +11,6 @@ Who may do what:
 from __future__ import annotations
 
 import functools
-import unicodedata
 import uuid
 from typing import Any
 
@@ -19,13 +18,12 @@ import marshmallow as ma
 from flask import request, url_for
 from flask.views import MethodView
 from flask_smorest.fields import Upload
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import false, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from services.inventory import domain, events
+from services.inventory.api.records import correction_problem, record_in_force, record_or_404
 from services.inventory.csv_import import parse_instruments_csv
 from services.inventory.models import Instrument, Organization, Standard, Verification
 from services.inventory.schemas import (
@@ -39,7 +37,17 @@ from services.inventory.schemas import (
 from shared.auth import Principal, current_principal, require
 from shared.errors import Problem, ProblemSchema, not_found, validation_error
 from shared.timeutil import institute_today
-from shared.web import Blueprint, check_if_match, db_session, etag_of
+from shared.web import (
+    Blueprint,
+    check_if_match,
+    commit_or_409,
+    db_session,
+    etag_of,
+    find_by_id,
+    flush_or_409,
+    get_or_404,
+    paginate_query,
+)
 
 blp = Blueprint("instruments", __name__, url_prefix="/api/v1",
                 description="Enterprise instruments under periodic verification (强制检定 and others).")
@@ -57,14 +65,13 @@ _UNIQUE_KEY_FIELDS = ["organization_id", "serial_number", "category"]
 # Fields a client may change with PATCH or a re-import (last_verified_on follows verifications).
 _UPDATABLE_FIELDS = ("name", "category", "manufacturer", "model", "serial_number", "regulation", "mandatory",
                      "interval_months", "location")
-_CONTROL_CHARACTERS = "must not contain control characters such as line breaks, tabs or NUL"
 
 
 # --- Input schemas (the shared resource schemas plus the rules of this endpoint) --------------------
 
 
 class _InstrumentText:
-    """Trims the one-line text fields (as the CSV import does) and refuses control characters."""
+    """Trims the one-line text fields as the CSV import does (the schema refuses control characters)."""
 
     @ma.pre_load
     def _trim(self, data: Any, **_: Any) -> Any:
@@ -79,24 +86,9 @@ class _InstrumentText:
                 data[name] = value if value or name in ("name", "category", "serial_number") else None
         return data
 
-    @ma.validates_schema(skip_on_field_errors=False)
-    def _single_line(self, data: dict, **_: Any) -> None:
-        bad = {name: [_CONTROL_CHARACTERS] for name in _SINGLE_LINE_FIELDS
-               if isinstance(data.get(name), str) and _has_control_characters(data[name])}
-        if bad:
-            raise ma.ValidationError(bad)
-
-
-def _whole_months() -> ma.fields.Integer:
-    # strict: 6.5 is refused rather than silently cut to 6
-    return ma.fields.Integer(strict=True, validate=ma.validate.Range(1, 120), required=True,
-                             metadata={"description": "Verification interval in months (1-120)"})
-
 
 class InstrumentCreateSchema(_InstrumentText, InstrumentSchema):
     """An instrument to register."""
-
-    interval_months = _whole_months()
 
     organization_id = ma.fields.String(load_default=None, allow_none=True, metadata={
         "description": "The owning organization. Required for admin and lab_staff; an enterprise client may "
@@ -105,23 +97,6 @@ class InstrumentCreateSchema(_InstrumentText, InstrumentSchema):
 
 class InstrumentChangesSchema(_InstrumentText, InstrumentPatchSchema):
     """Fields to change (all optional); last_verified_on and due_on follow verifications."""
-
-    interval_months = _whole_months()
-
-
-class VerificationRecordSchema(VerificationSchema):
-    """A verification to record."""
-
-    @ma.validates_schema(skip_on_field_errors=False)
-    def _text(self, data: dict, **_: Any) -> None:
-        bad = {}
-        number = data.get("certificate_number")
-        if isinstance(number, str) and _has_control_characters(number):
-            bad["certificate_number"] = [_CONTROL_CHARACTERS]
-        if isinstance(data.get("notes"), str) and _has_control_characters(data["notes"], allow="\t\n\r"):
-            bad["notes"] = ["must not contain control characters other than line breaks and tabs"]
-        if bad:
-            raise ma.ValidationError(bad)
 
 
 class ImportFileSchema(ma.Schema):
@@ -141,15 +116,14 @@ class ImportProblemSchema(ProblemSchema):
         "description": "Every problem found, ordered by row"})
 
 
-def _has_control_characters(text: str, allow: str = "") -> bool:
-    return any(unicodedata.category(char) == "Cc" and char not in allow for char in text)
-
-
 # --- Helpers --------------------------------------------------------------------------------------
 
 
 def _canonical_id(value: Any) -> str | None:
-    """The id in its stored form, or None when `value` cannot be an id (so it names nothing)."""
+    """The id in its stored form, or None when `value` cannot be an id (so it names nothing).
+
+    Ids here are accepted in any spelling of the UUID (upper case, without hyphens...).
+    """
     if not isinstance(value, str) or len(value) > 64:
         return None
     try:
@@ -160,15 +134,8 @@ def _canonical_id(value: Any) -> str | None:
 
 def _instrument_or_404(session: Session, instrument_id: str, principal: Principal, *,
                        lock: bool = False) -> Instrument:
-    canonical = _canonical_id(instrument_id)
-    if canonical is None:
-        not_found("instrument")
-    query = select(Instrument).where(Instrument.id == canonical)
-    if lock:
-        query = query.with_for_update()
-    instrument = session.scalar(query)
-    if instrument is None or (principal.role == "enterprise"
-                              and instrument.organization_id != principal.organization_id):
+    instrument = get_or_404(session, Instrument, _canonical_id(instrument_id), "instrument", lock=lock)
+    if principal.role == "enterprise" and instrument.organization_id != principal.organization_id:
         not_found("instrument")
     return instrument
 
@@ -186,7 +153,7 @@ def _owning_organization(session: Session, principal: Principal, given: str | No
     elif given is None:
         validation_error({field: "is required"})
     canonical = _canonical_id(given)
-    if canonical is None or session.get(Organization, canonical) is None:
+    if find_by_id(session, Organization, canonical) is None:
         validation_error({field: "names no organization"})
     return canonical
 
@@ -208,11 +175,6 @@ def _duplicate(existing: Instrument | None) -> Problem:
                    existing_id=None if existing is None else existing.id)
 
 
-def _concurrent_update() -> Problem:
-    return Problem(409, "The instrument was changed by another request at the same time; read it and retry.",
-                   code="concurrent_update")
-
-
 def _refuse_if_removed(instrument: Instrument) -> None:
     if instrument.status == "removed":
         raise Problem(409, "The instrument has been removed; its history is kept but it cannot be changed "
@@ -231,14 +193,9 @@ def _apply_changes(instrument: Instrument, changes: dict) -> set[str]:
 
 
 def _effective_latest_verification(session: Session, instrument_id: str) -> Verification | None:
-    """The latest verification (by verified_on, then by when it was recorded) that no record corrects."""
-    corrected = (select(Verification.corrects_id)
-                 .where(Verification.instrument_id == instrument_id, Verification.corrects_id.is_not(None)))
-    return session.scalar(
-        select(Verification)
-        .where(Verification.instrument_id == instrument_id, Verification.id.not_in(corrected))
-        .order_by(Verification.verified_on.desc(), Verification.created_at.desc(), Verification.id.desc())
-        .limit(1))
+    """The verification in force (see ``records.record_in_force``)."""
+    return record_in_force(session, Verification, Verification.instrument_id, instrument_id,
+                           Verification.verified_on)
 
 
 def _in_effect(instrument: Instrument, verification: Verification | None) -> bool:
@@ -259,12 +216,6 @@ def _recompute_due_on(session: Session, instrument: Instrument) -> None:
 
 def _with_etag(instrument: Instrument, status: int = 200, **headers: str):
     return instrument, status, {"ETag": etag_of(instrument.version), **headers}
-
-
-def _empty_page(pagination_parameters, count: int) -> bool:
-    pagination_parameters.item_count = count
-    # Also keeps absurd page numbers away from the database (an OFFSET beyond its integer range).
-    return pagination_parameters.first_item >= count
 
 
 def _too_large() -> Problem:
@@ -307,31 +258,22 @@ class Instruments(MethodView):
         organization_id gives an empty list).
         """
         principal = current_principal()
-        session = db_session()
         conditions = [Instrument.status == args["status"]]
         wanted = args.get("organization_id")
         if principal.role == "enterprise":
-            if principal.organization_id is None or (
-                    wanted is not None and _canonical_id(wanted) != principal.organization_id):
-                _empty_page(pagination_parameters, 0)
-                return []
-            conditions.append(Instrument.organization_id == principal.organization_id)
+            own = principal.organization_id
+            if own is None or (wanted is not None and _canonical_id(wanted) != own):
+                own = None  # another organization's instruments, or none at all: an empty list
+            conditions.append(false() if own is None else Instrument.organization_id == own)
         elif wanted is not None:
             canonical = _canonical_id(wanted)
-            if canonical is None:
-                _empty_page(pagination_parameters, 0)
-                return []
-            conditions.append(Instrument.organization_id == canonical)
+            conditions.append(false() if canonical is None else Instrument.organization_id == canonical)
         if args.get("due_before") is not None:
             conditions.append(Instrument.due_on <= args["due_before"])
         if args.get("mandatory") is not None:
             conditions.append(Instrument.mandatory == args["mandatory"])
-        count = session.scalar(select(func.count()).select_from(Instrument).where(*conditions))
-        if _empty_page(pagination_parameters, count):
-            return []
-        return session.scalars(
-            select(Instrument).where(*conditions).order_by(Instrument.due_on, Instrument.id)
-            .offset(pagination_parameters.first_item).limit(pagination_parameters.page_size)).all()
+        query = select(Instrument).where(*conditions).order_by(Instrument.due_on, Instrument.id)
+        return paginate_query(db_session(), query, pagination_parameters)
 
     @require(*MANAGERS)
     @blp.arguments(InstrumentCreateSchema)
@@ -357,14 +299,13 @@ class Instruments(MethodView):
         instrument.due_on = domain.instrument_due_on(instrument.last_verified_on, instrument.interval_months,
                                                      today)
         session.add(instrument)
-        try:
-            session.flush()
-        except IntegrityError:
-            session.rollback()  # another request registered it in the meantime
-            raise _duplicate(_find_same(session, organization_id, data["serial_number"],
-                                        data["category"])) from None
+
+        def registered_meanwhile() -> None:  # by another request, since the check above
+            raise _duplicate(_find_same(session, organization_id, data["serial_number"], data["category"]))
+
+        flush_or_409(session, what="instrument", on_integrity_error=registered_meanwhile)
         events.publish(session, "instrument.registered", instrument)
-        session.commit()
+        commit_or_409(session, what="instrument")
         return _with_etag(instrument, 201,
                           Location=url_for("instruments.instrument", instrument_id=instrument.id))
 
@@ -407,17 +348,14 @@ class InstrumentById(MethodView):
             return _with_etag(instrument)
         if "interval_months" in changed:
             _recompute_due_on(session, instrument)
-        try:
-            session.flush()
-        except IntegrityError:
-            session.rollback()
-            existing = _find_same(session, instrument.organization_id, serial_number, category)
-            raise _duplicate(existing) from None
-        except StaleDataError:
-            session.rollback()
-            raise _concurrent_update() from None
+        organization_id = instrument.organization_id  # a rollback expires the object
+
+        def taken_meanwhile() -> None:
+            raise _duplicate(_find_same(session, organization_id, serial_number, category))
+
+        flush_or_409(session, what="instrument", on_integrity_error=taken_meanwhile)
         events.publish(session, "instrument.updated", instrument)
-        session.commit()
+        commit_or_409(session, what="instrument")
         return _with_etag(instrument)
 
     @require(*MANAGERS)
@@ -439,13 +377,9 @@ class InstrumentById(MethodView):
         if instrument.status == "removed":
             return _with_etag(instrument)
         instrument.status = "removed"
-        try:
-            session.flush()
-        except StaleDataError:
-            session.rollback()
-            raise _concurrent_update() from None
+        flush_or_409(session, what="instrument")
         events.publish(session, "instrument.removed", instrument)
-        session.commit()
+        commit_or_409(session, what="instrument")
         return _with_etag(instrument)
 
 
@@ -522,21 +456,17 @@ class InstrumentImport(MethodView):
                 _recompute_due_on(session, instrument)
             if fields_changed:
                 changed.append(instrument)
-        try:
-            session.flush()
-        except IntegrityError:
-            session.rollback()
+
+        def registered_meanwhile() -> None:
             raise Problem(409, "Another request registered some of these instruments at the same time; "
-                               "nothing was imported, retry.", code="duplicate",
-                          fields=_UNIQUE_KEY_FIELDS) from None
-        except StaleDataError:
-            session.rollback()
-            raise _concurrent_update() from None
+                               "nothing was imported, retry.", code="duplicate", fields=_UNIQUE_KEY_FIELDS)
+
+        flush_or_409(session, what="instrument", on_integrity_error=registered_meanwhile)
         for instrument in registered:
             events.publish(session, "instrument.registered", instrument)
         for instrument in changed:
             events.publish(session, "instrument.updated", instrument)
-        session.commit()
+        commit_or_409(session, what="instrument")
         return {"created": len(registered), "updated": len(parsed.rows) - len(registered)}
 
 
@@ -562,17 +492,12 @@ class InstrumentVerifications(MethodView):
         """The instrument's verification records, oldest first (by verified_on, then when recorded)"""
         session = db_session()
         instrument = _instrument_or_404(session, instrument_id, current_principal())
-        condition = Verification.instrument_id == instrument.id
-        count = session.scalar(select(func.count()).select_from(Verification).where(condition))
-        if _empty_page(pagination_parameters, count):
-            return []
-        return session.scalars(
-            select(Verification).where(condition)
-            .order_by(Verification.verified_on, Verification.created_at, Verification.id)
-            .offset(pagination_parameters.first_item).limit(pagination_parameters.page_size)).all()
+        query = (select(Verification).where(Verification.instrument_id == instrument.id)
+                 .order_by(Verification.verified_on, Verification.created_at, Verification.id))
+        return paginate_query(session, query, pagination_parameters)
 
     @require(*VERIFIERS)
-    @blp.arguments(VerificationRecordSchema)
+    @blp.arguments(VerificationSchema)
     @blp.response(201, VerificationSchema, headers={"Location": {"schema": {"type": "string"}}})
     @blp.alt_response(409, description="`code: removed`: a removed instrument cannot be verified.",
                       **_CONFLICT_DOC)
@@ -594,20 +519,17 @@ class InstrumentVerifications(MethodView):
         standard_id = data.get("standard_id")
         if standard_id is not None:
             standard_id = _canonical_id(standard_id)
-            if standard_id is None or session.get(Standard, standard_id) is None:
+            if find_by_id(session, Standard, standard_id) is None:
                 errors["standard_id"] = "names no standard"
         corrected = None
         if data.get("corrects_id") is not None:
-            corrected = session.get(Verification, _canonical_id(data["corrects_id"]) or "")
-            if corrected is None or corrected.instrument_id != instrument.id:
-                errors["corrects_id"] = "names no verification of this instrument"
-                corrected = None
+            corrects_id = _canonical_id(data["corrects_id"])
+            problem = correction_problem(session, Verification, Verification.instrument_id, instrument.id,
+                                         corrects_id, "verification of this instrument")
+            if problem:
+                errors["corrects_id"] = problem
             else:
-                correction = session.scalar(
-                    select(Verification.id).where(Verification.corrects_id == corrected.id))
-                if correction is not None:
-                    errors["corrects_id"] = (f"this record is already corrected by {correction}; "
-                                             "correct that record instead")
+                corrected = find_by_id(session, Verification, corrects_id)
         if errors:
             validation_error(errors)
 
@@ -620,7 +542,7 @@ class InstrumentVerifications(MethodView):
             next_due_on=domain.verification_next_due_on(data["verified_on"], instrument.interval_months,
                                                         data["result"]))
         session.add(verification)
-        session.flush()
+        flush_or_409(session, what="instrument")
         if corrected is not None and corrected is previous and _in_effect(instrument, corrected):
             # The record in effect was wrong: the instrument follows what is now the latest record.
             latest = _effective_latest_verification(session, instrument.id)
@@ -630,13 +552,9 @@ class InstrumentVerifications(MethodView):
         elif instrument.last_verified_on is None or verification.verified_on >= instrument.last_verified_on:
             instrument.last_verified_on = verification.verified_on
             instrument.due_on = verification.next_due_on
-        try:
-            session.flush()
-        except StaleDataError:
-            session.rollback()
-            raise _concurrent_update() from None
+        flush_or_409(session, what="instrument")
         events.publish(session, "instrument.verified", instrument, verification=verification)
-        session.commit()
+        commit_or_409(session, what="instrument")
         location = url_for("instruments.verification", instrument_id=instrument.id,
                            verification_id=verification.id)
         return verification, 201, {"Location": location}
@@ -650,7 +568,5 @@ class InstrumentVerification(MethodView):
         """One verification record"""
         session = db_session()
         instrument = _instrument_or_404(session, instrument_id, current_principal())
-        verification = session.get(Verification, _canonical_id(verification_id) or "")
-        if verification is None or verification.instrument_id != instrument.id:
-            not_found("verification")
-        return verification
+        return record_or_404(session, Verification, _canonical_id(verification_id),
+                             Verification.instrument_id, instrument.id, "verification")

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import url_for
 from flask.views import MethodView
 from marshmallow import validate
-from sqlalchemy import false, func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import false, or_, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.exc import StaleDataError
 
 from services.inventory import domain, events, schemas
 from services.inventory.models import Organization
 from shared.auth import Principal, current_principal, require
 from shared.errors import Problem, not_found, validation_error
-from shared.web import Blueprint, check_if_match, db_session, etag_of
+from shared.web import (
+    Blueprint,
+    check_if_match,
+    commit_or_409,
+    db_session,
+    etag_of,
+    flush_or_409,
+    get_or_404,
+    paginate_query,
+)
 
 blp = Blueprint(
     "organizations", __name__, url_prefix="/api/v1",
@@ -30,7 +35,6 @@ STAFF = ("admin", "lab_staff")
 OWN_ORGANIZATION_ONLY = ("enterprise", "partner")
 # What an enterprise or partner client may change on its own organization's record.
 SELF_SERVICE_FIELDS = ("contacts", "address", "name_en")
-_ID_MAX_LENGTH = 36
 
 
 class OrganizationPatchSchema(schemas.OrganizationSchema):
@@ -38,58 +42,15 @@ class OrganizationPatchSchema(schemas.OrganizationSchema):
 
 
 class OrganizationListQuerySchema(schemas.OrganizationQuerySchema):
-    q = schemas.fields.String(
-        validate=[validate.Length(max=100), validate.Regexp(r"\A[^\x00]*\Z", error="must not contain NUL")],
-        metadata={"description": "Search in the Chinese and English names (case-insensitive substring)"},
-    )
-
-
-def unstorable_text(data: Any, prefix: str = "") -> dict[str, list[str]]:
-    """Fields (dotted names) holding text no database can store: NUL characters or lone surrogates.
-
-    JSON allows both (``"\\u0000"``, ``"\\ud800"``); PostgreSQL refuses the first and UTF-8 the second,
-    so they are a 422 here rather than a 500 at the INSERT.
-    """
-    errors: dict[str, list[str]] = {}
-    if isinstance(data, dict):
-        for key, value in data.items():
-            errors.update(unstorable_text(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif isinstance(data, list | tuple):
-        for index, value in enumerate(data):
-            errors.update(unstorable_text(value, f"{prefix}.{index}" if prefix else str(index)))
-    elif isinstance(data, str):
-        if "\x00" in data:
-            errors[prefix] = ["must not contain NUL characters"]
-        else:
-            try:
-                data.encode("utf-8")
-            except UnicodeEncodeError:
-                errors[prefix] = ["is not valid Unicode text (lone surrogate)"]
-    return errors
-
-
-def refuse_unstorable_text(data: Any) -> None:
-    errors = unstorable_text(data)
-    if errors:
-        validation_error(errors)
-
-
-def find_organization(session: Session, organization_id: Any) -> Organization | None:
-    """The organization with this id, or None (also for ids that cannot be one, such as 'x\\0')."""
-    if not isinstance(organization_id, str) or not organization_id or len(organization_id) > _ID_MAX_LENGTH \
-            or unstorable_text(organization_id):
-        return None
-    return session.get(Organization, organization_id)
+    q = schemas.fields.String(validate=validate.Length(max=100), metadata={
+        "description": "Search in the Chinese and English names (case-insensitive substring)"})
 
 
 def _visible_organization(session: Session, principal: Principal, organization_id: str) -> Organization:
     """The organization if this caller may see it; 404 otherwise (ids of others cannot be probed)."""
     if principal.role in OWN_ORGANIZATION_ONLY and organization_id != principal.organization_id:
         not_found("organization")
-    organization = find_organization(session, organization_id)
-    if organization is None:
-        not_found("organization")
-    return organization
+    return get_or_404(session, Organization, organization_id, "organization")
 
 
 def _normalised(data: dict) -> dict:
@@ -121,18 +82,14 @@ def _duplicate(credit_code: str, other_id: str | None) -> None:
 def _save(session: Session, organization: Organization, event: str) -> None:
     """Flush, record the event and commit; unique-constraint races and stale versions become 409."""
     credit_code = organization.credit_code  # a rollback expires the object
-    try:
-        session.flush()
-        events.publish(session, event, organization)
-        session.commit()
-    except IntegrityError:
-        session.rollback()
+
+    def duplicate() -> None:
         other = session.scalar(select(Organization.id).where(Organization.credit_code == credit_code))
         _duplicate(credit_code, other)
-    except StaleDataError:
-        session.rollback()
-        raise Problem(409, "The organization was changed by someone else at the same time; read it and "
-                           "retry.", code="concurrent_update") from None
+
+    flush_or_409(session, what="organization", on_integrity_error=duplicate)
+    events.publish(session, event, organization)
+    commit_or_409(session, what="organization", on_integrity_error=duplicate)
 
 
 def _location(organization: Organization) -> str:
@@ -160,14 +117,8 @@ class Organizations(MethodView):
         if args.get("q"):
             conditions.append(or_(Organization.name.icontains(args["q"], autoescape=True),
                                   Organization.name_en.icontains(args["q"], autoescape=True)))
-        session = db_session()
-        pagination_parameters.item_count = session.scalar(
-            select(func.count()).select_from(Organization).where(*conditions))
-        if pagination_parameters.first_item >= pagination_parameters.item_count:
-            return []  # also keeps absurd page numbers away from the database's OFFSET
-        query = (select(Organization).where(*conditions).order_by(Organization.name, Organization.id)
-                 .offset(pagination_parameters.first_item).limit(pagination_parameters.page_size))
-        return session.scalars(query).all()
+        query = select(Organization).where(*conditions).order_by(Organization.name, Organization.id)
+        return paginate_query(db_session(), query, pagination_parameters)
 
     @require(*STAFF)
     @blp.arguments(schemas.OrganizationSchema)
@@ -179,7 +130,6 @@ class Organizations(MethodView):
         normalised (full-width characters folded, upper case); it is unique (409 `duplicate`).
         Publishes `refstd.inventory.organization.registered`.
         """
-        refuse_unstorable_text(data)
         data = _normalised(data)
         _check_merged_state(data["kind"], data.get("credit_code"))
         session = db_session()
@@ -213,7 +163,6 @@ class OrganizationItem(MethodView):
         principal = current_principal()
         session = db_session()
         organization = _visible_organization(session, principal, organization_id)
-        refuse_unstorable_text(data)
         changes = {field: value for field, value in _normalised(data).items()
                    if getattr(organization, field) != value}
         if not principal.is_staff:

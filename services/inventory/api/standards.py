@@ -7,123 +7,42 @@ and the check records are the lab's own records (staff only).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import request, url_for
 from flask.views import MethodView
 from marshmallow import ValidationError, fields, validates
-from sqlalchemy import Select, and_, func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.exc import StaleDataError
 
 from services.inventory import domain, events, schemas
+from services.inventory.api.records import correction_problem, record_or_404
 from services.inventory.models import Check, Equipment, Standard, StatusChange
 from shared.auth import Principal, current_principal, require
 from shared.errors import Problem, ProblemSchema, not_found, validation_error
 from shared.timeutil import institute_today
-from shared.web import Blueprint, check_if_match, db_session, etag_of
+from shared.web import (
+    Blueprint,
+    check_if_match,
+    commit_or_409,
+    db_session,
+    etag_of,
+    flush_or_409,
+    get_or_404,
+    paginate_query,
+)
 
 blp = Blueprint("standards", __name__, url_prefix="/api/v1",
                 description="Public measurement standards, their status history and their check records.")
 
 STAFF = ("admin", "lab_staff")
 EVERYONE = ("admin", "lab_staff", "partner", "enterprise")
-_MAX_ID_LENGTH = 36  # every id is a UUID string
 
 STATUS_NOT_PATCHABLE = ("status cannot be changed with PATCH; use POST /api/v1/standards/{id}/status "
                         "with a reason, so that the change is kept in the history.")
 
 
-# --- helpers shared with the equipment module ----------------------------------------------------
-
-def find(session: Session, model: type, entity_id: Any):
-    """The entity with this id, or None. Ids are arbitrary strings: a malformed one finds nothing."""
-    if not isinstance(entity_id, str) or len(entity_id) > _MAX_ID_LENGTH or _text_problem(entity_id):
-        return None
-    return session.get(model, entity_id)
-
-
-def get_or_404(session: Session, model: type, entity_id: str, what: str):
-    entity = find(session, model, entity_id)
-    if entity is None:
-        not_found(what)
-    return entity
-
-
-def _text_problem(value: str) -> str | None:
-    # PostgreSQL text cannot hold NUL, and a lone surrogate (JSON "\ud800") is not encodable at all:
-    # either would fail in the database driver, so it is refused as input instead.
-    if "\x00" in value:
-        return "must not contain the NUL character."
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must be valid Unicode text (it contains an unpaired surrogate)."
-    return None
-
-
-def unstorable_text(data: Any, prefix: str = "") -> dict[str, list[str]]:
-    """Validation errors for every string in loaded input that the database cannot store."""
-    errors: dict[str, list[str]] = {}
-    if isinstance(data, str):
-        problem = _text_problem(data)
-        if problem:
-            errors[prefix or "_schema"] = [problem]
-    elif isinstance(data, Mapping):
-        for key, value in data.items():
-            errors.update(unstorable_text(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif isinstance(data, list | tuple):
-        for index, value in enumerate(data):
-            errors.update(unstorable_text(value, f"{prefix}.{index}" if prefix else str(index)))
-    return errors
-
-
-def unit_too_long(unit: str | None, column, field: str) -> dict[str, list[str]]:
-    """A unit longer than its column (a valid unit may be up to domain.UNIT_MAX_LENGTH characters)."""
-    if unit is not None and len(unit) > column.type.length:
-        return {field: [f"is too long to store ({len(unit)} characters; at most {column.type.length})."]}
-    return {}
-
-
-def page_of(session: Session, query: Select, pagination_parameters) -> list:
-    """One page of ``query`` (already ordered), setting the item count for the X-Pagination header."""
-    count = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    pagination_parameters.item_count = count
-    first = pagination_parameters.first_item
-    if first >= count:
-        return []  # also keeps absurd page numbers away from the database's OFFSET
-    return list(session.scalars(query.offset(first).limit(pagination_parameters.page_size)))
-
-
-def _concurrent_update(session: Session) -> Problem:
-    session.rollback()
-    return Problem(409, "Someone else changed this resource at the same moment; read it again and retry.",
-                   code="concurrent_update")
-
-
-def flush(session: Session, on_integrity_error: Callable[[], None] | None = None) -> None:
-    """Flush: a stale version is 409 concurrent_update; a constraint violation is explained by
-    ``on_integrity_error`` (which raises the Problem) after the rollback, else re-raised."""
-    try:
-        session.flush()
-    except StaleDataError as exc:
-        raise _concurrent_update(session) from exc
-    except IntegrityError:
-        session.rollback()
-        if on_integrity_error is not None:
-            on_integrity_error()
-        raise
-
-
-def commit(session: Session) -> None:
-    flush(session)
-    try:
-        session.commit()
-    except StaleDataError as exc:
-        raise _concurrent_update(session) from exc
-
+# --- shared with the equipment module ------------------------------------------------------------
 
 def standard_state(standard: Standard) -> tuple[bool, list[str]]:
     reasons = standard.blocking_reasons
@@ -132,8 +51,16 @@ def standard_state(standard: Standard) -> tuple[bool, list[str]]:
 
 # --- rules of this module -------------------------------------------------------------------------
 
+def _check_unit_fits(unit: str | None, column, field: str) -> None:
+    """422 for a unit longer than its column (a valid unit may be up to domain.UNIT_MAX_LENGTH characters)."""
+    length = column.type.length
+    if unit is not None and len(unit) > length:
+        validation_error({field: [f"is too long to store ({len(unit)} characters; at most {length})."]})
+
+
 def usable_condition(today):
-    """SQL form of domain.blocking_reasons(...) == [] for the list filter, so paging counts stay right.
+    """SQL form of domain.blocking_reasons(...) == [] for the list filters (standards and the public
+    catalogue), so that paging counts are those of the filtered list.
 
     It must say exactly what the domain rule says (tests compare the two): status in_service, an
     assessment certificate that has not expired, and no equipment that is never calibrated or overdue.
@@ -185,14 +112,6 @@ def _nested_columns(data: dict) -> dict[str, Any]:
 
 
 _NESTED = ("range", "assessment_certificate", "custodian")
-
-
-def _validate_storable(data: dict) -> None:
-    errors = unstorable_text(data)
-    rng = data.get("range") or {}
-    errors.update(unit_too_long(rng.get("unit"), Standard.__table__.c.range_unit, "range.unit"))
-    if errors:
-        validation_error(errors)
 
 
 def _duplicate_code(session: Session, code: str | None, exclude_id: str | None = None) -> None:
@@ -259,13 +178,10 @@ class Standards(MethodView):
             condition = usable_condition(institute_today())
             query = query.where(condition if args["usable"] else ~condition)
         if args.get("q"):
-            problem = _text_problem(args["q"])
-            if problem:
-                validation_error({"q": [problem]})
             query = query.where(or_(Standard.code.icontains(args["q"], autoescape=True),
                                     Standard.name.icontains(args["q"], autoescape=True),
                                     Standard.name_en.icontains(args["q"], autoescape=True)))
-        return page_of(session, query.order_by(Standard.code, Standard.id), pagination_parameters)
+        return paginate_query(session, query.order_by(Standard.code, Standard.id), pagination_parameters)
 
     @require(*STAFF)
     @blp.arguments(schemas.StandardSchema)
@@ -280,21 +196,22 @@ class Standards(MethodView):
         `code` is unique (409 `duplicate`). Publishes `standard.registered`.
         """
         principal = current_principal()
-        _validate_storable(data)
+        _check_unit_fits((data.get("range") or {}).get("unit"), Standard.__table__.c.range_unit, "range.unit")
         session = db_session()
         _duplicate_code(session, data["code"])
         scalar = {key: value for key, value in data.items() if key not in _NESTED}
         standard = Standard(**scalar, **_nested_columns(data))
         session.add(standard)
-        flush(session, on_integrity_error=lambda: _duplicate_code(session, data["code"]))
+        flush_or_409(session, what="standard",
+                     on_integrity_error=lambda: _duplicate_code(session, data["code"]))
         # The schema fills in the default status, so whether the client chose one is read from the body.
         body = request.get_json(silent=True)
         if isinstance(body, dict) and "status" in body:
             session.add(StatusChange(standard_id=standard.id, from_status=None, to_status=standard.status,
                                      reason="registered", changed_by=principal.client_id))
-        flush(session)
+        flush_or_409(session, what="standard")
         events.publish(session, "standard.registered", standard)
-        commit(session)
+        commit_or_409(session, what="standard")
         location = url_for("standards.StandardResource", standard_id=standard.id)
         return standard, 201, {"Location": location, **_standard_headers(standard)}
 
@@ -324,7 +241,7 @@ class StandardResource(MethodView):
         `status` is not patchable (422): use `POST /standards/{id}/status`. Honours `If-Match` (412).
         Publishes `standard.updated` when something changed.
         """
-        _validate_storable(data)
+        _check_unit_fits((data.get("range") or {}).get("unit"), Standard.__table__.c.range_unit, "range.unit")
         session = db_session()
         standard = get_or_404(session, Standard, standard_id, "standard")
         check_if_match(standard.version)
@@ -337,9 +254,10 @@ class StandardResource(MethodView):
             setattr(standard, key, value)
         if not session.is_modified(standard):
             return standard, 200, _standard_headers(standard)
-        flush(session, on_integrity_error=lambda: _duplicate_code(session, data.get("code"), standard_id))
+        flush_or_409(session, what="standard",
+                     on_integrity_error=lambda: _duplicate_code(session, data.get("code"), standard_id))
         events.publish(session, "standard.updated", standard)
-        commit(session)
+        commit_or_409(session, what="standard")
         return standard, 200, _standard_headers(standard)
 
 
@@ -360,11 +278,8 @@ class StandardStatus(MethodView):
         final: a retired standard's status cannot change (409 `retired`). Honours `If-Match`.
         Publishes `standard.status_changed` with the standard's state and the `change`.
         """
-        errors = unstorable_text(data)
-        if not errors and not data["reason"].strip():
-            errors["reason"] = ["must not be blank."]
-        if errors:
-            validation_error(errors)
+        if not data["reason"].strip():
+            validation_error({"reason": ["must not be blank."]})
         principal = current_principal()
         session = db_session()
         standard = get_or_404(session, Standard, standard_id, "standard")
@@ -379,9 +294,9 @@ class StandardStatus(MethodView):
                               reason=data["reason"], changed_by=principal.client_id)
         standard.status = data["status"]
         session.add(change)
-        flush(session)
+        flush_or_409(session, what="standard")
         events.publish(session, "standard.status_changed", standard, change=change)
-        commit(session)
+        commit_or_409(session, what="standard")
         return standard, 200, _standard_headers(standard)
 
 
@@ -396,7 +311,7 @@ class StandardHistory(MethodView):
         standard = get_or_404(session, Standard, standard_id, "standard")
         query = (select(StatusChange).where(StatusChange.standard_id == standard.id)
                  .order_by(StatusChange.changed_at, StatusChange.id))
-        return page_of(session, query, pagination_parameters)
+        return paginate_query(session, query, pagination_parameters)
 
 
 # --- stability and repeatability checks -----------------------------------------------------------
@@ -412,7 +327,7 @@ class StandardChecks(MethodView):
         standard = get_or_404(session, Standard, standard_id, "standard")
         query = (select(Check).where(Check.standard_id == standard.id)
                  .order_by(Check.performed_on, Check.created_at, Check.id))
-        return page_of(session, query, pagination_parameters)
+        return paginate_query(session, query, pagination_parameters)
 
     @require(*STAFF)
     @blp.arguments(schemas.CheckSchema)
@@ -425,33 +340,23 @@ class StandardChecks(MethodView):
         never edited: a correction is a new record whose `corrects_id` names a check of the same
         standard that was not corrected yet. Publishes `standard.check_recorded`.
         """
-        errors = unstorable_text(data)
-        errors.update(unit_too_long(data.get("unit"), Check.__table__.c.unit, "unit"))
-        if errors:
-            validation_error(errors)
+        _check_unit_fits(data.get("unit"), Check.__table__.c.unit, "unit")
         principal = current_principal()
         session = db_session()
         standard = get_or_404(session, Standard, standard_id, "standard")
         if data.get("corrects_id") is not None:
-            _check_correctable(session, standard, data["corrects_id"])
+            problem = correction_problem(session, Check, Check.standard_id, standard.id, data["corrects_id"],
+                                         "check record of this standard")
+            if problem:
+                validation_error({"corrects_id": [problem]})
         passed = domain.check_passed(data["kind"], data["value"], data["limit"])
         check = Check(standard_id=standard.id, passed=passed, recorded_by=principal.client_id, **data)
         session.add(check)
-        flush(session)
+        flush_or_409(session)
         events.publish(session, "standard.check_recorded", check)
-        commit(session)
+        commit_or_409(session)
         location = url_for("standards.StandardCheck", standard_id=standard.id, check_id=check.id)
         return check, 201, {"Location": location}
-
-
-def _check_correctable(session: Session, standard: Standard, corrects_id: str) -> None:
-    corrected = find(session, Check, corrects_id)
-    if corrected is None or corrected.standard_id != standard.id:
-        validation_error({"corrects_id": ["must name a check record of this standard."]})
-    correction = session.scalar(select(Check.id).where(Check.corrects_id == corrects_id))
-    if correction is not None:
-        validation_error({"corrects_id": [
-            f"that record was already corrected by {correction}; correct that record instead."]})
 
 
 @blp.route("/standards/<standard_id>/checks/<check_id>")
@@ -460,8 +365,4 @@ class StandardCheck(MethodView):
     @blp.response(200, schemas.CheckSchema)
     def get(self, standard_id, check_id):
         """One check record (roles: admin, lab_staff)"""
-        session = db_session()
-        check = get_or_404(session, Check, check_id, "check")
-        if check.standard_id != standard_id:
-            not_found("check")
-        return check
+        return record_or_404(db_session(), Check, check_id, Check.standard_id, standard_id, "check")

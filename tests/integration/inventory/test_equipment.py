@@ -617,3 +617,111 @@ class TestRecordingCalibrations:
         assert rows(Calibration) == (1 if status == 201 else 0)
         listed = client.get(f"{API}/equipment/{equipment['id']}/calibrations", headers=headers)
         assert listed.status_code == (200 if status == 201 else status)
+
+
+# --- failed and limited calibrations --------------------------------------------------------------
+
+
+class TestFailedCalibrations:
+    def test_a_failed_calibration_leaves_the_equipment_overdue_and_blocks_the_standard(
+        self, client, admin, standard, equip, calibrate, today, outbox
+    ):
+        equipment = equip(standard["id"])
+        calibrate(equipment["id"], today - dt.timedelta(days=10))
+        assert read(client, admin, f"{API}/standards/{standard['id']}")["usable"] is True
+
+        failed_on = today - dt.timedelta(days=1)
+        failed = calibrate(equipment["id"], failed_on, result="fail",
+                           valid_until=(today + dt.timedelta(days=300)).isoformat())
+
+        assert failed["next_due_on"] == failed_on.isoformat()  # valid_until does not apply to a failure
+        now = read(client, admin, f"{API}/equipment/{equipment['id']}")
+        assert now["last_calibrated_on"] == failed_on.isoformat()
+        assert now["due_on"] == failed_on.isoformat()
+        assert now["state"] == "overdue"
+        reasons = [f"equipment_overdue:{equipment['id']}"]
+        event = outbox("equipment.calibrated")[-1]
+        assert event["data"]["calibration"]["result"] == "fail"
+        assert event["data"]["state"] == "overdue"
+        assert event["data"]["standard_usable"] is False
+        assert event["data"]["standard_blocking_reasons"] == reasons
+        assert outbox("standard.updated")[-1]["data"]["blocking_reasons"] == reasons
+        standard_now = read(client, admin, f"{API}/standards/{standard['id']}")
+        assert standard_now["usable"] is False and standard_now["blocking_reasons"] == reasons
+
+    def test_a_calibration_failed_today_is_due_today_and_overdue_from_tomorrow(
+        self, client, admin, standard, equip, calibrate, today
+    ):
+        equipment = equip(standard["id"])
+        failed = calibrate(equipment["id"], today, result="fail")
+
+        assert failed["next_due_on"] == today.isoformat()
+        now = read(client, admin, f"{API}/equipment/{equipment['id']}")
+        assert (now["due_on"], now["state"]) == (today.isoformat(), "due_soon")
+
+    def test_a_failure_needs_neither_an_interval_nor_valid_until(
+        self, client, admin, standard, equip, calibrate, today
+    ):
+        equipment = equip(standard["id"], calibration_interval_months=None)
+        failed_on = today - dt.timedelta(days=2)
+
+        failed = calibrate(equipment["id"], failed_on, result="fail")
+
+        assert failed["next_due_on"] == failed_on.isoformat()
+        assert read(client, admin, f"{API}/equipment/{equipment['id']}")["state"] == "overdue"
+
+    def test_a_new_interval_does_not_make_failed_equipment_valid(
+        self, client, admin, standard, equip, calibrate, today, outbox
+    ):
+        equipment = equip(standard["id"])
+        failed_on = today - dt.timedelta(days=5)
+        calibrate(equipment["id"], failed_on, result="fail")
+        before = read(client, admin, f"{API}/equipment/{equipment['id']}")
+
+        response = client.patch(f"{API}/equipment/{equipment['id']}",
+                                json={"calibration_interval_months": 24}, headers=admin)
+
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["calibration_interval_months"] == 24
+        assert response.get_json()["due_on"] == failed_on.isoformat()
+        assert response.get_json()["state"] == "overdue"
+        assert outbox("equipment.updated")[-1]["data"]["due_on"] == failed_on.isoformat()
+        assert before["due_on"] == failed_on.isoformat()
+
+    def test_a_passing_calibration_after_the_repair_makes_the_standard_usable_again(
+        self, client, admin, standard, equip, calibrate, today, outbox
+    ):
+        equipment = equip(standard["id"])
+        calibrate(equipment["id"], today - dt.timedelta(days=7), result="fail")
+        assert read(client, admin, f"{API}/standards/{standard['id']}")["usable"] is False
+
+        calibrate(equipment["id"], today - dt.timedelta(days=1))
+
+        now = read(client, admin, f"{API}/equipment/{equipment['id']}")
+        assert now["due_on"] == add_months(today - dt.timedelta(days=1), 12).isoformat()
+        assert now["state"] == "ok"
+        assert outbox("standard.updated")[-1]["data"]["usable"] is True
+
+    def test_a_correction_of_a_mistaken_failure_restores_the_previous_calibration(
+        self, client, admin, standard, equip, calibrate, today
+    ):
+        equipment = equip(standard["id"])
+        passed_on = today - dt.timedelta(days=30)
+        calibrate(equipment["id"], passed_on)
+        mistaken = calibrate(equipment["id"], today - dt.timedelta(days=3), result="fail")
+
+        calibrate(equipment["id"], passed_on, corrects_id=mistaken["id"])
+
+        now = read(client, admin, f"{API}/equipment/{equipment['id']}")
+        assert now["due_on"] == add_months(passed_on, 12).isoformat()
+        assert now["state"] == "ok"
+
+    def test_a_limited_calibration_counts_as_passed(self, client, admin, standard, equip, calibrate, today):
+        equipment = equip(standard["id"])
+        calibrated_on = today - dt.timedelta(days=3)
+
+        limited = calibrate(equipment["id"], calibrated_on, result="limited", notes="限用: 0-40 MPa")
+
+        assert limited["next_due_on"] == add_months(calibrated_on, 12).isoformat()
+        assert read(client, admin, f"{API}/equipment/{equipment['id']}")["state"] == "ok"
+        assert read(client, admin, f"{API}/standards/{standard['id']}")["usable"] is True

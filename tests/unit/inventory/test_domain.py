@@ -142,6 +142,38 @@ def test_a_calibration_without_interval_or_valid_until_has_no_due_date():
     assert calibration_due_on(dt.date(2024, 5, 10), None, None) is None
 
 
+def test_a_passed_calibration_is_due_after_the_interval_or_on_valid_until():
+    assert calibration_due_on(dt.date(2024, 5, 10), 12, None, "pass") == dt.date(2025, 5, 10)
+    assert calibration_due_on(dt.date(2024, 5, 10), 12, dt.date(2024, 11, 9), "pass") == dt.date(2024, 11, 9)
+
+
+def test_a_failed_calibration_leaves_the_equipment_due_at_once():
+    calibrated = dt.date(2025, 1, 10)
+    assert calibration_due_on(calibrated, 12, None, "fail") == calibrated
+    assert calibration_due_on(calibrated, 12, dt.date(2026, 1, 9), "fail") == calibrated
+    assert calibration_due_on(calibrated, None, None, "fail") == calibrated
+
+
+def test_a_failed_calibration_blocks_from_the_next_day():
+    calibrated = dt.date(2025, 1, 10)
+    due_on = calibration_due_on(calibrated, 12, None, "fail")
+    assert equipment_state(due_on, calibrated + dt.timedelta(days=1)) == "overdue"
+    assert blocking_reasons("in_service", dt.date(2028, 1, 1), [("e1", due_on)],
+                            calibrated + dt.timedelta(days=1)) == ["equipment_overdue:e1"]
+
+
+def test_a_limited_calibration_counts_as_passed():
+    calibrated = dt.date(2024, 5, 10)
+    assert calibration_due_on(calibrated, 12, None, "limited") == dt.date(2025, 5, 10)
+    assert calibration_due_on(calibrated, 12, dt.date(2024, 11, 9), "limited") == dt.date(2024, 11, 9)
+    assert calibration_due_on(calibrated, None, None, "limited") is None
+
+
+def test_an_unknown_calibration_result_is_refused():
+    with pytest.raises(InvalidValue):
+        calibration_due_on(TODAY, 12, None, "ok")
+
+
 # --- equipment states -----------------------------------------------------------------------------
 
 

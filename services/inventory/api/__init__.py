@@ -1,0 +1,1 @@
+"""HTTP layer of the inventory: one module per resource."""
