@@ -57,6 +57,11 @@ class Settings:
     token_ttl_seconds: int = field(default_factory=lambda: int(_env("TOKEN_TTL_SECONDS", "3600")))
     sweep_cron: str = field(default_factory=lambda: _env("SWEEP_CRON", "0 8 * * *"))
     reminder_interval_seconds: int = field(default_factory=lambda: int(_env("REMINDER_INTERVAL_SECONDS", "300")))
+    # Notifier: where email goes (smtp://[user:pass@]host:port[?starttls=true] or file:///dir) and from whom.
+    mail_url: str = field(default_factory=lambda: _env("MAIL_URL", f"file://{VAR_DIR / 'mail'}"))
+    mail_from: str = field(default_factory=lambda: _env("MAIL_FROM", "refstd 计量院通知 <noreply@refstd.example>"))
+    # Webhook deliveries to loopback, private or link-local addresses are refused unless this is true.
+    webhook_allow_private: bool = field(default_factory=lambda: env_flag("WEBHOOK_ALLOW_PRIVATE", False))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))
     log_json: bool = field(default_factory=lambda: env_flag("LOG_JSON", False))
 

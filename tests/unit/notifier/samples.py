@@ -68,8 +68,9 @@ def all_events() -> dict[str, dict]:
     overdue = [_item("instrument", "一般压力表（示例）", -3, "overdue:0", serial="P-1009", regulation="JJG 52-2013")]
     equipment = [_item("equipment", "活塞式压力计", 30, "30", serial="EQ-77", standard_id=str(uuid.uuid4()),
                        standard_name="0.02级活塞式压力计标准装置（示例）")]
-    certificate = [_item("assessment_certificate", "音速喷嘴法气体流量标准装置（示例）", 210, "210",
-                         serial="[2022]鲁量标淄证字第001号（示例）", standard_name="音速喷嘴法气体流量标准装置（示例）")]
+    flow_standard = "音速喷嘴法气体流量标准装置（示例）"
+    certificate = [_item("assessment_certificate", flow_standard, 210, "210",
+                         serial="[2022]鲁量标淄证字第001号（示例）", standard_name=flow_standard)]
     samples = [
         notice("recalibration.due_soon", ENTERPRISE, instruments, "due_soon"),
         notice("recalibration.overdue", ENTERPRISE, overdue, "overdue"),
