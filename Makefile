@@ -21,12 +21,14 @@ run: $(STAMP)
 ## Every test, on SQLite and PostgreSQL, against the real RabbitMQ.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2
 
 ## Benchmarks (figures are ratios against a baseline measured in the same run).
 bench: $(STAMP)
 	$(BIN)/python -m bench.relay_throughput
 	$(BIN)/python -m bench.relay_throughput --database-url postgresql://postgres@127.0.0.1:5432/postgres
+	$(BIN)/python -m bench.sweep --items 1000000 --organizations 10000 --database-url postgresql://postgres@127.0.0.1:5432/postgres
+	$(BIN)/python -m bench.notifier_throughput
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
