@@ -13,6 +13,8 @@ import uuid
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RABBIT_HOST = os.environ.get("TEST_RABBITMQ_HOST", "127.0.0.1:5672")
@@ -134,3 +136,47 @@ def _empty_postgres_database(url: str) -> None:
 def postgres_url(postgres_database_factory, request):
     """An empty PostgreSQL database, for tests about PostgreSQL-only behaviour (SKIP LOCKED)."""
     return postgres_database_factory(request.node.name.split("[")[0][:20].lower())
+
+
+# -- tokens -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def signing_key():
+    """The token issuer's key for this run: the inventory app signs with it, the others verify with it."""
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture(scope="session")
+def signing_key_pem(signing_key) -> str:
+    return signing_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()).decode()
+
+
+@pytest.fixture
+def token_for(signing_key):
+    """``token_for("partner", org_id)`` -> Authorization headers for a client of that role."""
+    from shared.auth import TokenSigner
+
+    signer = TokenSigner(signing_key)
+
+    def make(role: str, organization_id: str | None = None, client_id: str | None = None) -> dict:
+        token = signer.issue(client_id or f"test-{role}", role, organization_id)
+        return {"Authorization": f"Bearer {token}"}
+
+    return make
+
+
+@pytest.fixture
+def admin(token_for):
+    return token_for("admin")
+
+
+@pytest.fixture
+def lab(token_for):
+    return token_for("lab_staff")
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+

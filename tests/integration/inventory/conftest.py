@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from sqlalchemy import select
 
 from services.inventory.app import create_app
 from services.inventory.manage import prepare_database
 from services.inventory.models import Organization, OutboxMessage
 from shared.config import Settings
 from shared.db import Database
+from tests.support import read_outbox
 
 
 def valid_credit_code(body17: str) -> str:
@@ -28,22 +26,16 @@ def inventory_db(db_backend, migrated_database_factory):
 
 
 @pytest.fixture
-def app(inventory_db, tmp_path, monkeypatch):
+def app(inventory_db, signing_key_pem, monkeypatch):
     monkeypatch.setenv("INSTITUTE_TZ", "Asia/Shanghai")
     settings = Settings("inventory", database_url=inventory_db.url)
-    settings.jwt_private_key = None
-    settings.jwt_private_key_file = str(tmp_path / "signing.pem")
+    settings.jwt_private_key = signing_key_pem
     settings.bootstrap_client_id = "bootstrap-admin"
     settings.bootstrap_client_secret = "bootstrap-secret-for-tests"
     settings.amqp_url = "amqp://guest:guest@127.0.0.1:5672/%2F"
     app = create_app(settings, inventory_db)
     app.testing = True
     return app
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 @pytest.fixture
@@ -62,37 +54,6 @@ def orgs(inventory_db):
 
 
 @pytest.fixture
-def token_for(app):
-    """``token_for("enterprise", org_id)`` -> Authorization headers for a client of that role."""
-    signer = app.extensions["refstd.token_signer"]
-
-    def make(role: str, organization_id: str | None = None, client_id: str | None = None) -> dict:
-        token = signer.issue(client_id or f"test-{role}", role, organization_id)
-        return {"Authorization": f"Bearer {token}"}
-
-    return make
-
-
-@pytest.fixture
-def admin(token_for):
-    return token_for("admin")
-
-
-@pytest.fixture
-def lab(token_for):
-    return token_for("lab_staff")
-
-
-@pytest.fixture
 def outbox(inventory_db):
-    """``outbox()`` -> the events recorded so far, oldest first, as decoded envelopes."""
-
-    def read(type_suffix: str | None = None) -> list[dict]:
-        with inventory_db.Session() as session:
-            rows = session.scalars(select(OutboxMessage).order_by(OutboxMessage.seq)).all()
-        events = [json.loads(row.body) for row in rows]
-        if type_suffix:
-            events = [e for e in events if e["type"].endswith(type_suffix)]
-        return events
-
-    return read
+    """``outbox(type_suffix=None)`` -> the events recorded so far, oldest first, as decoded envelopes."""
+    return lambda type_suffix=None: read_outbox(inventory_db, OutboxMessage, type_suffix)

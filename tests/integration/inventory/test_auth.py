@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from services.inventory import clients as client_store
 from services.inventory.models import ApiClient
-from shared.auth import ALGORITHM, AUDIENCE, ISSUER, TokenSigner, load_or_create_private_key
+from shared.auth import ALGORITHM, AUDIENCE, ISSUER, TokenSigner
 
 TOKEN_URL = "/api/v1/auth/token"
 JWKS_URL = "/api/v1/auth/jwks.json"
@@ -199,10 +199,6 @@ class TestTokenEndpoint:
 
 
 class TestBearerTokens:
-    @pytest.fixture
-    def signing_key_file(self, tmp_path):
-        return str(tmp_path / "signing.pem")  # where the app fixture keeps its key
-
     def test_a_token_from_the_endpoint_verifies_with_the_published_jwks(self, client):
         token = request_token(client).get_json()["access_token"]
 
@@ -219,8 +215,8 @@ class TestBearerTokens:
         assert key["kty"] == "OKP" and key["crv"] == "Ed25519" and key["alg"] == "EdDSA"
         assert "d" not in key
 
-    def test_an_expired_token_is_refused(self, client, app, signing_key_file):
-        expired = TokenSigner(load_or_create_private_key(None, signing_key_file), ttl_seconds=-60)
+    def test_an_expired_token_is_refused(self, client, signing_key):
+        expired = TokenSigner(signing_key, ttl_seconds=-60)  # the key the app signs with
 
         response = client.get(CLIENTS_URL, headers=bearer(expired.issue(BOOTSTRAP_ID, "admin", None)))
 

@@ -3,26 +3,18 @@ feed it events the way its consumer would."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
 
 from services.notifier import events
 from services.notifier.app import create_app
 from services.notifier.manage import prepare_database
 from services.notifier.models import InboxMessage, OutboxMessage
-from shared.auth import TokenSigner, public_pem
+from shared.auth import public_pem
 from shared.config import Settings
 from shared.db import Database
 from shared.messaging.envelope import make_event
 from shared.messaging.inbox import claim
-
-
-@pytest.fixture(scope="session")
-def signing_key():
-    return Ed25519PrivateKey.generate()
+from tests.support import read_outbox
 
 
 @pytest.fixture
@@ -41,28 +33,6 @@ def app(notifier_db, signing_key, monkeypatch):
     app = create_app(settings, notifier_db)
     app.testing = True
     return app
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def token_for(signing_key):
-    """``token_for("partner", org_id)`` -> Authorization headers for a client of that role."""
-    signer = TokenSigner(signing_key)
-
-    def make(role: str, organization_id: str | None = None, client_id: str | None = None) -> dict:
-        token = signer.issue(client_id or f"test-{role}", role, organization_id)
-        return {"Authorization": f"Bearer {token}"}
-
-    return make
-
-
-@pytest.fixture
-def admin(token_for):
-    return token_for("admin")
 
 
 @pytest.fixture
@@ -85,13 +55,4 @@ def deliver(notifier_db):
 @pytest.fixture
 def outbox(notifier_db):
     """``outbox(type_suffix=None)`` -> the notifier events recorded so far, oldest first."""
-
-    def read(type_suffix: str | None = None) -> list[dict]:
-        with notifier_db.Session() as session:
-            rows = session.scalars(select(OutboxMessage).order_by(OutboxMessage.seq)).all()
-        found = [json.loads(row.body) for row in rows]
-        if type_suffix:
-            found = [e for e in found if e["type"].endswith(type_suffix)]
-        return found
-
-    return read
+    return lambda type_suffix=None: read_outbox(notifier_db, OutboxMessage, type_suffix)

@@ -3,26 +3,18 @@ feed it inventory events the way its consumer would."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
 
 from services.scheduler import events
 from services.scheduler.app import create_app
 from services.scheduler.manage import prepare_database
 from services.scheduler.models import InboxMessage, OutboxMessage
-from shared.auth import TokenSigner, public_pem
+from shared.auth import public_pem
 from shared.config import Settings
 from shared.db import Database
 from shared.messaging.envelope import make_event
 from shared.messaging.inbox import claim
-
-
-@pytest.fixture(scope="session")
-def signing_key():
-    return Ed25519PrivateKey.generate()
+from tests.support import read_outbox
 
 
 @pytest.fixture
@@ -44,33 +36,6 @@ def app(scheduler_db, signing_key, monkeypatch):
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def token_for(signing_key):
-    """``token_for("partner", org_id)`` -> Authorization headers for a client of that role."""
-    signer = TokenSigner(signing_key)
-
-    def make(role: str, organization_id: str | None = None, client_id: str | None = None) -> dict:
-        token = signer.issue(client_id or f"test-{role}", role, organization_id)
-        return {"Authorization": f"Bearer {token}"}
-
-    return make
-
-
-@pytest.fixture
-def admin(token_for):
-    return token_for("admin")
-
-
-@pytest.fixture
-def lab(token_for):
-    return token_for("lab_staff")
-
-
-@pytest.fixture
 def deliver(scheduler_db):
     """``deliver(type_suffix, data)`` handles an inventory event exactly as the consumer does:
     inbox claim and handler in one transaction. Returns the event (deliver it again to replay it)."""
@@ -88,13 +53,4 @@ def deliver(scheduler_db):
 @pytest.fixture
 def outbox(scheduler_db):
     """``outbox(type_suffix=None)`` -> the scheduler events recorded so far, oldest first."""
-
-    def read(type_suffix: str | None = None) -> list[dict]:
-        with scheduler_db.Session() as session:
-            rows = session.scalars(select(OutboxMessage).order_by(OutboxMessage.seq)).all()
-        found = [json.loads(row.body) for row in rows]
-        if type_suffix:
-            found = [e for e in found if e["type"].endswith(type_suffix)]
-        return found
-
-    return read
+    return lambda type_suffix=None: read_outbox(scheduler_db, OutboxMessage, type_suffix)
