@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from services.notifier import metrics
 from services.notifier.api import notifications, preferences, webhooks
 from shared.auth import verifier_for
 from shared.config import Settings
@@ -31,4 +32,5 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
+    metrics.register(database)  # delivery figures, read from the database on scrape
     return app

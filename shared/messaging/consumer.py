@@ -42,7 +42,7 @@ from shared.context import correlation_id
 from .connection import Backoff, MessagingSetupError, connect, redact_url
 from .envelope import InvalidMessage, decode
 from .inbox import claim
-from .topology import QueueSpec, declare_queue
+from .topology import QueueSpec, declare_queue, topic_matches
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +56,6 @@ QUEUE_HEADER = "x-refstd-queue"
 #: Headers the broker sets on dead-lettering and delivery; not copied when republishing.
 _BROKER_HEADERS = ("x-death", "x-delivery-count")
 _BROKER_HEADER_PREFIXES = ("x-first-death-", "x-last-death-")
-
-
-def topic_matches(pattern: str, routing_key: str) -> bool:
-    """AMQP topic matching: ``*`` is exactly one word, ``#`` zero or more words."""
-    words = routing_key.split(".")
-    parts = pattern.split(".")
-
-    def match(i: int, j: int) -> bool:
-        if i == len(parts):
-            return j == len(words)
-        if parts[i] == "#":
-            return any(match(i + 1, k) for k in range(j, len(words) + 1))
-        if j == len(words):
-            return False
-        return parts[i] in ("*", words[j]) and match(i + 1, j + 1)
-
-    return match(0, 0)
 
 
 class _Registry:

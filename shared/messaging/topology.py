@@ -10,6 +10,10 @@
 All queues are quorum queues with at-least-once dead-lettering (which RabbitMQ requires to be
 paired with ``overflow: reject-publish``); quorum dead-lettering is at-most-once otherwise.
 
+A queue with ``max_length`` (e.g. an audit trail nobody has to consume) is bounded and lossy by
+design: past that many messages the broker drops the oldest (``x-overflow: drop-head``), and it
+does not dead-letter (overflow would otherwise fill the unbounded DLQ instead).
+
 Queue arguments are fixed at declaration: RabbitMQ refuses a redeclaration with different
 arguments (``PRECONDITION_FAILED``), so changing a tier or the delivery limit of an existing queue
 means deleting the queue (or moving the setting to a policy) first.
@@ -17,7 +21,9 @@ means deleting the queue (or moving the setting to a policy) first.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 EXCHANGE = "refstd.events"
@@ -42,7 +48,8 @@ class QueueSpec:
     ``retry_delays_ms`` are the delay tiers a failed message goes through before the DLQ;
     ``prefetch`` is the consumer's unacknowledged-message window; ``delivery_limit`` is the quorum
     queue's redelivery limit (a message redelivered that often, e.g. because it crashes the
-    process, is dead-lettered to the DLQ instead of looping forever); None for no limit.
+    process, is dead-lettered to the DLQ instead of looping forever); None for no limit;
+    ``max_length`` bounds the queue, dropping the oldest messages past it (no dead-lettering).
     """
 
     name: str
@@ -50,6 +57,7 @@ class QueueSpec:
     retry_delays_ms: tuple = (1000, 10000, 60000)
     prefetch: int = 50
     delivery_limit: int | None = field(default=20)
+    max_length: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -62,6 +70,8 @@ class QueueSpec:
         object.__setattr__(self, "retry_delays_ms", delays)
         if self.prefetch < 1:
             raise ValueError("prefetch must be at least 1")
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError("max_length must be at least 1")
 
     @property
     def dlq(self) -> str:
@@ -75,7 +85,15 @@ class QueueSpec:
         return [self.retry_queue(d) for d in self.retry_delays_ms]
 
     def work_queue_arguments(self) -> dict[str, Any]:
-        args: dict[str, Any] = {
+        if self.max_length is not None:
+            # Bounded: the oldest go first; at-least-once dead-lettering needs reject-publish, which
+            # would block the publishers of a queue nobody consumes.
+            args: dict[str, Any] = {"x-queue-type": "quorum", "x-max-length": int(self.max_length),
+                                    "x-overflow": "drop-head"}
+            if self.delivery_limit is not None:
+                args["x-delivery-limit"] = int(self.delivery_limit)
+            return args
+        args = {
             **_QUORUM,
             "x-dead-letter-exchange": DLX,
             "x-dead-letter-routing-key": self.name,
@@ -92,6 +110,23 @@ class QueueSpec:
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.name,
         }
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """AMQP topic matching: ``*`` is exactly one word, ``#`` zero or more words.
+
+    Linear in (pattern words x key words), so patterns given by API clients (``#.#.#...``) cannot make
+    it explode.
+    """
+    words = routing_key.split(".")
+    # reach[j]: the pattern words seen so far match the first j words of the key.
+    reach = [True] + [False] * len(words)
+    for part in pattern.split("."):
+        if part == "#":
+            reach = list(accumulate(reach, operator.or_))  # '#' also takes every later word
+        else:
+            reach = [False] + [reach[j] and part in ("*", word) for j, word in enumerate(words)]
+    return reach[-1]
 
 
 def declare_exchanges(channel) -> None:
