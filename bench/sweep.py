@@ -15,6 +15,8 @@ due 31 to 730 days ahead. Then, ``--repeat`` times, on an emptied ``notice_keys`
     keys), grouped into one event per organization and type, outbox rows written, keys written with
     their event ids, sweep run recorded — committed.
 
+Both must write the same set of keys (checked after each run, outside the timings).
+
 Prints a Markdown table of the medians; the database is dropped at the end.
 """
 
@@ -129,6 +131,13 @@ def counts(db: Database) -> tuple[int, int]:
                 session.scalar(select(func.count()).select_from(OutboxMessage)))
 
 
+def noticed_keys(db: Database) -> set[tuple]:
+    """The keys written, without who wrote them (the bare statement and the sweep must write the same)."""
+    with db.Session() as session:
+        return set(session.execute(select(NoticeKey.item_kind, NoticeKey.item_id, NoticeKey.due_on,
+                                          NoticeKey.lead)).all())
+
+
 def measure_bare(db: Database, policy: dict) -> tuple[float, int]:
     sql, params = bare_statement(policy)
     started = time.perf_counter()
@@ -174,12 +183,15 @@ def main(argv: list[str] | None = None) -> int:
             empty_notices(db)
             seconds, bare_keys = measure_bare(db, policy)
             bare_runs.append(seconds)
+            written_by_bare = noticed_keys(db)
             empty_notices(db)
             seconds, sweep_keys, events = measure_sweep(db)
             sweep_runs.append(seconds)
             if not bare_keys == sweep_keys == in_window:
                 raise SystemExit(f"keys differ: bare {bare_keys}, sweep {sweep_keys}, "
                                  f"due in a window {in_window}")
+            if noticed_keys(db) != written_by_bare:
+                raise SystemExit("the bare statement and the sweep wrote different keys")
     finally:
         db.dispose()
         drop()
