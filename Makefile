@@ -21,7 +21,7 @@ run: $(STAMP)
 ## Every test, on SQLite and PostgreSQL, against the real RabbitMQ.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup
 
 ## Benchmarks (figures are ratios against a baseline measured in the same run).
 bench: $(STAMP)

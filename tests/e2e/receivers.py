@@ -1,0 +1,136 @@
+"""The other ends of the notifier: a real SMTP server (aiosmtpd) and a real webhook receiver that
+verifies every Standard Webhooks signature. Both count what arrives by its id (Message-ID, webhook-id),
+so a test can tell "delivered once" from "delivered again" from "never delivered"."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from aiosmtpd.controller import Controller
+from standardwebhooks import Webhook
+
+from scripts.system import free_port
+
+
+class SmtpSink:
+    """An SMTP server in this process; ``stop()`` and ``start()`` again on the same port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.messages: list[email.message.EmailMessage] = []
+        self._lock = threading.Lock()
+        self._controller: Controller | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's handler protocol
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self._lock:
+            self.messages.append(message)
+        return "250 OK"
+
+    def start(self) -> None:
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def received(self, to: str | None = None) -> list[email.message.EmailMessage]:
+        with self._lock:
+            return [m for m in self.messages if to is None or to in str(m["To"])]
+
+    def counts(self) -> Counter:
+        """How many times each Message-ID arrived."""
+        with self._lock:
+            return Counter(str(m["Message-ID"]) for m in self.messages)
+
+
+class WebhookReceiver:
+    """An HTTP server in this process; ``add(path, secret)`` before deliveries to that path arrive.
+
+    Every POST is verified with the path's secret (``standardwebhooks``); a bad signature is answered
+    401 and counted in ``rejected``. ``failing = True`` answers 503 to everything until set back.
+    """
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, str] = {}
+        self.deliveries: list[dict] = []
+        self.rejected: list[dict] = []
+        self.failing = False
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server protocol
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status = receiver._receive(self.path, dict(self.headers), body)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def add(self, path: str, secret: str) -> None:
+        self.secrets[path] = secret
+
+    def _receive(self, path: str, headers: dict, body: bytes) -> int:
+        lowered = {k.lower(): v for k, v in headers.items()}
+        record = {"path": path, "id": lowered.get("webhook-id"), "at": time.time()}
+        if self.failing:
+            return 503
+        try:
+            Webhook(self.secrets[path]).verify(body, lowered)
+        except Exception as exc:  # noqa: BLE001 - any failure to verify is a rejected delivery
+            with self._lock:
+                self.rejected.append({**record, "error": repr(exc)})
+            return 401
+        record["event"] = json.loads(body)
+        with self._lock:
+            self.deliveries.append(record)
+        return 204
+
+    def received(self, path: str | None = None, type_suffix: str = "") -> list[dict]:
+        with self._lock:
+            return [d["event"] for d in self.deliveries
+                    if (path is None or d["path"] == path) and d["event"]["type"].endswith(type_suffix)]
+
+    def counts(self) -> Counter:
+        """How many times each webhook-id arrived (verified)."""
+        with self._lock:
+            return Counter(d["id"] for d in self.deliveries)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def wait_for(condition, timeout: float, interval: float = 0.25, message: str = "condition"):
+    """Poll ``condition()`` until it returns something truthy; fail with ``message`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message}")
+        time.sleep(interval)
