@@ -84,6 +84,8 @@ class Notification(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "channel", "recipient", name="uq_notification_event_channel_recipient"),
         Index("ix_notifications_due", "channel", "status", "next_attempt_at"),
+        # The delivery log lists newest first (GET /notifications): without it, a sort of every row.
+        Index("ix_notifications_created", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
