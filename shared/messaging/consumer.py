@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import pika
@@ -328,23 +328,7 @@ class Consumer:
 
     def _republish(self, queue: str, properties: pika.BasicProperties, body: bytes, extra: dict) -> bool:
         """Publish a copy to ``queue`` through the default exchange; True once the broker confirmed."""
-        headers = {
-            key: value
-            for key, value in (properties.headers or {}).items()
-            if key not in _BROKER_HEADERS and not key.startswith(_BROKER_HEADER_PREFIXES)
-        }
-        headers.update(extra)
-        copy = pika.BasicProperties(
-            content_type=properties.content_type,
-            content_encoding=properties.content_encoding,
-            delivery_mode=pika.DeliveryMode.Persistent,
-            correlation_id=properties.correlation_id,
-            message_id=properties.message_id,
-            timestamp=properties.timestamp,
-            type=properties.type,
-            app_id=properties.app_id,
-            headers=headers,
-        )
+        copy = republished_properties(properties, extra)
         try:
             self._publish_channel.basic_publish(
                 exchange="", routing_key=queue, body=body, properties=copy, mandatory=True
@@ -359,6 +343,30 @@ class Consumer:
             )
             return False
         return True
+
+
+def republished_properties(
+    properties: pika.BasicProperties, extra: Mapping[str, Any], *, drop: Collection[str] = ()
+) -> pika.BasicProperties:
+    """Persistent properties for publishing a delivery again: its own, without the headers the broker
+    added (``x-death``, ...) or those in ``drop``, plus ``extra``. Also used by ``scripts.dlq``."""
+    headers = {
+        key: value
+        for key, value in (properties.headers or {}).items()
+        if key not in _BROKER_HEADERS and key not in drop and not key.startswith(_BROKER_HEADER_PREFIXES)
+    }
+    headers.update(extra)
+    return pika.BasicProperties(
+        content_type=properties.content_type,
+        content_encoding=properties.content_encoding,
+        delivery_mode=pika.DeliveryMode.Persistent,
+        correlation_id=properties.correlation_id,
+        message_id=properties.message_id,
+        timestamp=properties.timestamp,
+        type=properties.type,
+        app_id=properties.app_id,
+        headers=headers,
+    )
 
 
 def _attempt(properties: pika.BasicProperties) -> int:
