@@ -8,7 +8,8 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
 COPY scripts ./scripts
-RUN pip install . && useradd --system --home /app refstd && mkdir -p /app/var && chown refstd /app/var
+# /keys exists and belongs to refstd so that the named volume mounted there (compose) is writable by it.
+RUN pip install . && useradd --system --home /app refstd && mkdir -p /app/var /keys && chown refstd /app/var /keys
 USER refstd
 
 EXPOSE 8001 8002 8003

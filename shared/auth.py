@@ -1,7 +1,10 @@
 """Bearer tokens: EdDSA-signed JWTs issued by the inventory, verified anywhere with the public key.
 
-The issuing side holds the private key (``TokenSigner``); the verifying side needs only the public
-key (``TokenVerifier``), given as PEM or fetched once from the issuer's JWKS.
+The issuing side holds the private key (``TokenSigner``); the verifying side needs only public keys
+(``TokenVerifier``), given as PEM or fetched from the issuer's JWKS. Every token names its key (``kid``),
+so a signing key can be rotated without refusing anyone: the issuer publishes and trusts the keys in
+``JWT_TRUSTED_PUBLIC_KEYS`` beside its own, and a verifier that meets an unknown ``kid`` fetches the
+JWKS again (docs/operations.md, "The token-signing key").
 """
 
 from __future__ import annotations
@@ -9,8 +12,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,13 +77,38 @@ def public_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
                                serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
+_PEM_BLOCK = re.compile(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.DOTALL)
+
+
+def load_public_keys(pem_text: str | None) -> list[Ed25519PublicKey]:
+    """Every public key in ``pem_text`` (one PEM block or several, one after the other)."""
+    blocks = _PEM_BLOCK.findall(pem_text or "")
+    if pem_text and pem_text.strip() and not blocks:
+        raise ValueError("no PEM public key (-----BEGIN PUBLIC KEY-----) found")
+    return [serialization.load_pem_public_key(block.encode()) for block in blocks]
+
+
+def public_jwk(public_key: Ed25519PublicKey) -> dict:
+    """The key as a JWK, with its ``kid`` (the first 16 characters of its ``x``)."""
+    jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(public_key))
+    return {**jwk, "kid": jwk["x"][:16], "alg": ALGORITHM, "use": "sig"}
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    return public_jwk(public_key)["kid"]
+
+
 class TokenSigner:
-    def __init__(self, private_key: Ed25519PrivateKey, ttl_seconds: int = 3600) -> None:
+    """Issues tokens with the current key; ``trusted`` are further public keys (the previous or the next
+    signing key during a rotation) that the JWKS publishes beside the current one."""
+
+    def __init__(self, private_key: Ed25519PrivateKey, ttl_seconds: int = 3600,
+                 trusted: Iterable[Ed25519PublicKey] = ()) -> None:
         self._key = private_key
         self.ttl_seconds = ttl_seconds
-        jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(private_key.public_key()))
-        self.kid = jwk["x"][:16]
-        self.public_jwk = {**jwk, "kid": self.kid, "alg": ALGORITHM, "use": "sig"}
+        self.public_jwk = public_jwk(private_key.public_key())
+        self.kid = self.public_jwk["kid"]
+        self.trusted_jwks = [jwk for jwk in map(public_jwk, trusted) if jwk["kid"] != self.kid]
 
     def issue(self, client_id: str, role: str, organization_id: str | None) -> str:
         now = int(time.time())
@@ -87,48 +117,87 @@ class TokenSigner:
         return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
 
     def jwks(self) -> dict:
-        return {"keys": [self.public_jwk]}
+        return {"keys": [self.public_jwk, *self.trusted_jwks]}
+
+    def public_keys(self) -> list[Ed25519PublicKey]:
+        """Every key a token of this issuer may be signed with: the current one first."""
+        return [self._key.public_key(), *(jwt.algorithms.OKPAlgorithm.from_jwk(json.dumps(k))
+                                          for k in self.trusted_jwks)]
 
 
 class TokenVerifier:
-    """Verifies tokens with a public key given as PEM, or fetched lazily from the issuer's JWKS URL."""
+    """Verifies tokens with the key their ``kid`` names: from the keys given, or from the issuer's JWKS.
 
-    def __init__(self, public_key_pem: str | None = None, jwks_url: str | None = None) -> None:
-        if not public_key_pem and not jwks_url:
+    With a JWKS URL the keys are fetched at the first token, and again when a token names a key not
+    seen yet (a rotation), at most once per ``refetch_seconds`` so that forged ``kid`` values cannot make
+    the service hammer the issuer.
+    """
+
+    def __init__(self, public_key_pem: str | None = None, jwks_url: str | None = None, *,
+                 public_keys: Iterable[Ed25519PublicKey] = (), refetch_seconds: float = 30.0) -> None:
+        keys = [*load_public_keys(public_key_pem), *public_keys]
+        if not keys and not jwks_url:
             raise ValueError("a public key or a JWKS URL is needed to verify tokens")
-        self._key = serialization.load_pem_public_key(public_key_pem.encode()) if public_key_pem else None
+        self._keys: dict[str, Ed25519PublicKey] | None = {key_id(k): k for k in keys} if keys else None
         self._jwks_url = jwks_url
+        self._refetch_seconds = refetch_seconds
+        self._fetched_at = float("-inf")
         self._lock = threading.Lock()
 
-    def _public_key(self):
-        if self._key is None:
-            with self._lock:
-                if self._key is None:
-                    response = requests.get(self._jwks_url, timeout=5)
-                    response.raise_for_status()
-                    jwk = response.json()["keys"][0]
-                    self._key = jwt.algorithms.OKPAlgorithm.from_jwk(json.dumps(jwk))
-        return self._key
+    def _fetch(self) -> None:
+        response = requests.get(self._jwks_url, timeout=5)
+        response.raise_for_status()
+        keys = {}
+        for jwk in response.json()["keys"]:
+            if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519":
+                keys[jwk.get("kid") or jwk["x"][:16]] = jwt.algorithms.OKPAlgorithm.from_jwk(json.dumps(jwk))
+        if not keys:
+            raise ValueError("the JWKS holds no Ed25519 key")
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+
+    def _key_for(self, kid: str | None):
+        """The key named ``kid`` (a token without one: the only key, if there is only one)."""
+        with self._lock:
+            unknown = self._keys is not None and kid not in self._keys and self._jwks_url is not None
+            if self._keys is None or (
+                    unknown and time.monotonic() - self._fetched_at >= self._refetch_seconds):
+                self._fetch()
+            keys = self._keys
+        if kid is None and len(keys) == 1:
+            return next(iter(keys.values()))
+        return keys.get(kid)
 
     def verify(self, token: str) -> Principal:
         try:
-            key = self._public_key()
-        except (requests.RequestException, KeyError, ValueError) as exc:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            raise _invalid(exc) from exc
+        try:
+            key = self._key_for(kid if isinstance(kid, str) else None)
+        except (requests.RequestException, KeyError, ValueError, TypeError) as exc:
             raise Problem(503, f"The token issuer's public key could not be fetched: {exc}") from exc
+        if key is None:
+            raise _invalid("it is signed with a key this service does not trust (kid)")
         try:
             claims = jwt.decode(token, key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
                                 options={"require": ["exp", "sub", "iss", "aud"]})
         except jwt.PyJWTError as exc:
-            raise Problem(401, f"The bearer token is not valid: {exc}.",
-                          headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from exc
+            raise _invalid(exc) from exc
         role = claims.get("role")
         if role not in ROLES:
             raise Problem(401, "The bearer token carries no known role.")
         return Principal(client_id=claims["sub"], role=role, organization_id=claims.get("org"))
 
 
+def _invalid(reason) -> Problem:
+    return Problem(401, f"The bearer token is not valid: {reason}.",
+                   headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
 def verifier_for(settings) -> TokenVerifier:
-    """A verifying service's verifier: JWT_PUBLIC_KEY if given, else the issuer's JWKS at INVENTORY_URL."""
+    """A verifying service's verifier: the keys in JWT_PUBLIC_KEY if given, else the issuer's JWKS at
+    INVENTORY_URL."""
     if settings.jwt_public_key:
         return TokenVerifier(public_key_pem=settings.jwt_public_key)
     return TokenVerifier(jwks_url=settings.inventory_url.rstrip("/") + JWKS_PATH)

@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.inventory import clients, domain
 from services.inventory.api import auth, catalogue, equipment, instruments, organizations, standards
-from shared.auth import TokenSigner, TokenVerifier, load_or_create_private_key, public_pem
+from shared.auth import TokenSigner, TokenVerifier, load_or_create_private_key, load_public_keys
 from shared.config import Settings
 from shared.db import Database
 from shared.errors import problem_response
@@ -28,10 +28,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     settings = settings or Settings("inventory")
     database = database or Database(settings.database_url)
     key = load_or_create_private_key(settings.jwt_private_key, settings.jwt_private_key_file)
-    signer = TokenSigner(key, settings.token_ttl_seconds)
+    signer = TokenSigner(key, settings.token_ttl_seconds, load_public_keys(settings.jwt_trusted_public_keys))
     app, api = create_service_app(
         settings, title="refstd inventory", description=DESCRIPTION, database=database,
-        token_verifier=TokenVerifier(public_key_pem=public_pem(key)),
+        token_verifier=TokenVerifier(public_keys=signer.public_keys()),
         readiness_checks=[("broker", lambda: broker_reachable(settings.amqp_url))],
     )
     app.extensions["refstd.token_signer"] = signer

@@ -191,7 +191,10 @@ class Jwks(MethodView):
     def get(self):
         """The public keys that verify access tokens (JWKS, no token needed)
 
-        The scheduler and the notifier verify tokens with this key; only the inventory holds the private key.
+        The current signing key first, then any key still trusted during a rotation (JWT_TRUSTED_PUBLIC_KEYS).
+        A token names its key in the `kid` header; the scheduler and the notifier verify with these keys and
+        fetch this set again when a token names a key they have not seen. Only the inventory holds the
+        private key.
         """
         jwks = current_app.extensions["refstd.token_signer"].jwks()
         return jwks, 200, {"Cache-Control": "public, max-age=300"}
