@@ -52,7 +52,9 @@ class Settings:
     jwt_private_key_file: str = field(
         default_factory=lambda: _env("JWT_PRIVATE_KEY_FILE", str(VAR_DIR / "keys" / "token-signing.pem"))
     )
-    # Verifying side: a PEM public key, else fetched from the issuer's JWKS at INVENTORY_URL.
+    # Issuer: public keys (PEM blocks) trusted and published beside its own, during a key rotation.
+    jwt_trusted_public_keys: str | None = field(default_factory=lambda: _env("JWT_TRUSTED_PUBLIC_KEYS"))
+    # Verifying side: PEM public key(s), else fetched from the issuer's JWKS at INVENTORY_URL.
     jwt_public_key: str | None = field(default_factory=lambda: _env("JWT_PUBLIC_KEY"))
     token_ttl_seconds: int = field(default_factory=lambda: int(_env("TOKEN_TTL_SECONDS", "3600")))
     sweep_cron: str = field(default_factory=lambda: _env("SWEEP_CRON", "0 8 * * *"))
