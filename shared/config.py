@@ -64,6 +64,15 @@ class Settings:
     mail_from: str = field(default_factory=lambda: _env("MAIL_FROM", "refstd 计量院通知 <noreply@refstd.example>"))
     # Webhook deliveries to loopback, private or link-local addresses are refused unless this is true.
     webhook_allow_private: bool = field(default_factory=lambda: env_flag("WEBHOOK_ALLOW_PRIVATE", False))
+    # Notifier: how long a dispatcher's claim on a batch lasts, per channel. It must outlast the slowest
+    # batch, else another worker sends the same rows again meanwhile (50 emails: a hung SMTP server costs
+    # two 30 s timeouts, then the rest fail at once; 20 webhooks, 8 at a time, 3 s + 10 s each at most).
+    # It is also how long the unsent rows of a worker that died mid-batch wait for another worker.
+    email_claim_seconds: float = field(default_factory=lambda: float(_env("NOTIFIER_EMAIL_CLAIM_SECONDS", "120")))
+    webhook_claim_seconds: float = field(
+        default_factory=lambda: float(_env("NOTIFIER_WEBHOOK_CLAIM_SECONDS", "300")))
+    # Workers: sent outbox rows and inbox rows older than this are deleted (shared/messaging/retention.py).
+    message_retention_days: float = field(default_factory=lambda: float(_env("MESSAGE_RETENTION_DAYS", "7")))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "INFO"))
     log_json: bool = field(default_factory=lambda: env_flag("LOG_JSON", False))
 

@@ -1,7 +1,8 @@
 """The inventory's worker process: ``python -m services.inventory.worker``.
 
 It owns the AMQP connections: the outbox relay publishes every recorded event with publisher
-confirms. (The inventory consumes no events yet; consumers would be added to COMPONENTS.)
+confirms, and the retention component deletes sent rows after MESSAGE_RETENTION_DAYS. (The inventory
+consumes no events yet.)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.logs import configure_logging
 from shared.messaging.relay import OutboxRelay
+from shared.messaging.retention import Retention
 from shared.messaging.worker import run_components
 
 
@@ -20,7 +22,9 @@ def main() -> int:
     configure_logging("inventory-worker", settings.log_level, settings.log_json)
     database = Database(settings.database_url)
     relay = OutboxRelay(database, OutboxMessage, settings.amqp_url, name="inventory.relay")
-    run_components([relay], settings.amqp_url, queues=ALL_QUEUES)
+    retention = Retention(database, OutboxMessage, keep_days=settings.message_retention_days,
+                          name="inventory.retention")
+    run_components([relay, retention], settings.amqp_url, queues=ALL_QUEUES)
     return 0
 
 

@@ -1,7 +1,8 @@
 """The scheduler's worker process: ``python -m services.scheduler.worker``.
 
-Runs the outbox relay, the consumer of inventory events (the read models), and the timed jobs:
-the daily due sweep at SWEEP_CRON (institute time) and the booking reminders every few minutes.
+Runs the outbox relay, the consumer of inventory events (the read models), the timed jobs (the daily
+due sweep at SWEEP_CRON, institute time, and the booking reminders every few minutes) and the
+retention of the outbox and inbox.
 APScheduler runs here only, never in a web process (architecture.md, "Scheduling rules").
 """
 
@@ -24,6 +25,7 @@ from shared.db import Database
 from shared.logs import configure_logging
 from shared.messaging.consumer import Consumer
 from shared.messaging.relay import OutboxRelay
+from shared.messaging.retention import Retention
 from shared.messaging.worker import run_components
 from shared.timeutil import utcnow
 
@@ -104,6 +106,8 @@ def components(settings: Settings, database: Database) -> list:
         Consumer(database, InboxMessage, settings.amqp_url, events.INVENTORY_QUEUE, events.INVENTORY_HANDLERS,
                  name="scheduler.inventory", schemas=events.INVENTORY_SCHEMAS),
         TimedJobs(database, settings),
+        Retention(database, OutboxMessage, InboxMessage, keep_days=settings.message_retention_days,
+                  name="scheduler.retention"),
     ]
 
 

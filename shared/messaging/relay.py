@@ -38,7 +38,6 @@ that failed and is retried later, consumers may see events out of order; they mu
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
@@ -526,13 +525,3 @@ class OutboxRelay:
         publisher, self._publisher = self._publisher, None
         if publisher is not None:
             publisher.close()
-
-    # -- housekeeping ------------------------------------------------------------------------
-
-    def purge_sent(self, older_than: dt.timedelta) -> int:
-        """Delete rows sent more than ``older_than`` ago; returns how many."""
-        model = self.model
-        cutoff = utcnow() - older_than
-        with self.database.transaction() as session:
-            result = session.execute(model.__table__.delete().where(model.sent_at.is_not(None), model.sent_at < cutoff))
-            return result.rowcount

@@ -181,23 +181,6 @@ def test_relay_run_loop_publishes_until_stopped(db, amqp_url, broker):
     assert [p.message_id for p, _ in broker.drain(queue, 123)] == first + second
 
 
-def test_purge_sent(db, amqp_url, broker):
-    import datetime as dt
-
-    event_type = unique("refstd.test.purge") + ".done"
-    broker.bind_queue(unique("test.purge"), event_type)
-    add_events(db, 3, event_type)
-    relay = OutboxRelay(db, OutboxMessage, amqp_url)
-    try:
-        relay.run_once()
-        add_events(db, 2, event_type)  # unsent: never purged
-        assert relay.purge_sent(dt.timedelta(hours=1)) == 0
-        assert relay.purge_sent(dt.timedelta(0)) == 3
-    finally:
-        relay.close()
-    assert len(rows(db)) == 2
-
-
 STUCK_RELAY = """
 import signal, sys
 from shared.db import Database
