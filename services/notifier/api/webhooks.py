@@ -7,7 +7,7 @@ import uuid
 from flask import url_for
 from flask.views import MethodView
 from marshmallow import fields, validate
-from sqlalchemy import func, select
+from sqlalchemy import false, func, select
 from sqlalchemy.orm import Session
 
 from services.notifier import domain, schemas
@@ -131,7 +131,10 @@ class Webhooks(MethodView):
         principal = current_principal()
         conditions = [WebhookEndpoint.active.is_(True)]
         if principal.role != "admin":
-            conditions.append(WebhookEndpoint.organization_id == principal.organization_id)
+            # A partner naming no organization owns no endpoint: "== None" would list the institute's
+            # endpoints, which receive every organization's events.
+            conditions.append(false() if principal.organization_id is None
+                              else WebhookEndpoint.organization_id == principal.organization_id)
         if "organization_id" in args:
             conditions.append(WebhookEndpoint.organization_id == args["organization_id"])
         session = db_session()

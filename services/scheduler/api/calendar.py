@@ -75,7 +75,11 @@ def blackout_or_404(session, blackout_id: str, role: str, *, lock: bool = False)
     blackout = find(session, blackout_id, "blackout")
     if blackout is None:
         not_found("blackout")
-    standard_or_404(session, blackout.standard_id, role)
+    try:
+        service.standard_visible_to(session, blackout.standard_id, role)
+    except service.UnknownStandard:
+        # Answered as a missing blackout, not a missing standard: ids cannot be probed.
+        not_found("blackout")
     return blackout
 
 
