@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench lint install clean
+.PHONY: run test test-fast bench lint install clean fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,14 +21,19 @@ run: $(STAMP)
 ## Every test, on SQLite and PostgreSQL, against the real RabbitMQ.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
-## Benchmarks (figures are ratios against a baseline measured in the same run).
+## Every benchmark (figures are ratios against a baseline measured in the same run), written to bench/RESULTS.md.
 bench: $(STAMP)
-	$(BIN)/python -m bench.relay_throughput
-	$(BIN)/python -m bench.relay_throughput --database-url postgresql://postgres@127.0.0.1:5432/postgres
-	$(BIN)/python -m bench.sweep --items 1000000 --organizations 10000 --database-url postgresql://postgres@127.0.0.1:5432/postgres
-	$(BIN)/python -m bench.notifier_throughput
+	$(BIN)/python -m bench.report
+
+## A long fuzzing run: every service's API against its own OpenAPI spec (tests/fuzz), on SQLite and
+## PostgreSQL, FUZZ_MAX_EXAMPLES (1000) cases per operation and role from a new seed each time, printed
+## first (FUZZ_SEED=<seed> make fuzz draws the same cases again).
+fuzz: $(STAMP)
+	@seed=$${FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "fuzz seed: $$seed"; \
+	FUZZ_SEED=$$seed FUZZ_MAX_EXAMPLES=$(or $(FUZZ_MAX_EXAMPLES),1000) \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests/fuzz
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

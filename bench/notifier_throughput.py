@@ -24,10 +24,8 @@ import argparse
 import datetime as dt
 import http.server
 import logging
-import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,46 +33,21 @@ import time
 import uuid
 
 import pika
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
+from bench.support import RABBITMQ, fresh_database, fresh_vhost
 from services.notifier.manage import prepare_database
 from services.notifier.models import Notification, WebhookEndpoint
 from services.scheduler import events as scheduler_events
 from services.topology import ALL_QUEUES, NOTIFIER_EVENTS
 from shared.config import Settings
-from shared.db import Database, normalize_url
+from shared.db import Database
 from shared.messaging.connection import connect
 from shared.messaging.envelope import CONTENT_TYPE, encode, make_event
 from shared.messaging.topology import EXCHANGE, declare_topology
 from shared.messaging.worker import run_components
 
 EVENT_TYPE = scheduler_events.PREFIX + "recalibration.due_soon"
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
-
-
-def fresh_database(url: str | None) -> tuple[str, callable]:
-    """A new empty database URL and the function that removes it."""
-    if url is None:
-        directory = tempfile.mkdtemp(prefix="refstd-bench-")
-        return f"sqlite:///{directory}/notifier.db", lambda: shutil.rmtree(directory, ignore_errors=True)
-    parsed = make_url(normalize_url(url))
-    if parsed.get_backend_name() != "postgresql":
-        raise SystemExit("--database-url must be a PostgreSQL URL (SQLite is the default)")
-    name = f"refstd_bench_{uuid.uuid4().hex[:8]}"
-    admin = Database(url, isolation_level="AUTOCOMMIT")
-    with admin.engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return parsed.set(database=name).render_as_string(hide_password=False), drop
 
 
 # -- the events --------------------------------------------------------------------------------------
@@ -278,46 +251,43 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=10000)
     parser.add_argument("--database-url", help="a PostgreSQL server URL (fresh databases are created on it)")
-    parser.add_argument("--rabbitmq", default=os.environ.get("TEST_RABBITMQ_HOST", "127.0.0.1:5672"))
+    parser.add_argument("--rabbitmq", default=RABBITMQ)
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd's per-message log lines
 
-    vhost = f"refstd-bench-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", vhost)
     drops = []
-    try:
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        amqp_url = f"amqp://guest:guest@{args.rabbitmq}/{vhost}"
-        declare_topology(amqp_url, ALL_QUEUES)
+    with fresh_vhost(args.rabbitmq) as amqp_url:
+        try:
+            declare_topology(amqp_url, ALL_QUEUES)
 
-        email_events = notice_events(args.events, with_contact=True)
-        fill_queue(amqp_url, email_events)
-        raw_seconds = measure_raw(amqp_url, args.events)
+            email_events = notice_events(args.events, with_contact=True)
+            fill_queue(amqp_url, email_events)
+            raw_seconds = measure_raw(amqp_url, args.events)
 
-        fill_queue(amqp_url, email_events)
-        email_db, drop = fresh_database(args.database_url)
-        drops.append(drop)
-        with SmtpSink() as smtp:
-            email_recorded, email_seconds = measure_notifier(
-                amqp_url, email_db, args.events, mail_url=f"smtp://127.0.0.1:{smtp.port}", endpoint_url=None,
-                timeout=args.timeout)
-            if smtp.received != args.events:
-                raise SystemExit(f"the SMTP sink received {smtp.received} messages, expected {args.events}")
+            fill_queue(amqp_url, email_events)
+            email_db, drop = fresh_database(args.database_url, "notifier")
+            drops.append(drop)
+            with SmtpSink() as smtp:
+                email_recorded, email_seconds = measure_notifier(
+                    amqp_url, email_db, args.events, mail_url=f"smtp://127.0.0.1:{smtp.port}", endpoint_url=None,
+                    timeout=args.timeout)
+                if smtp.received != args.events:
+                    raise SystemExit(f"the SMTP sink received {smtp.received} messages, expected {args.events}")
 
-        fill_queue(amqp_url, notice_events(args.events, with_contact=False))
-        webhook_db, drop = fresh_database(args.database_url)
-        drops.append(drop)
-        with WebhookSink() as hooks:
-            webhook_recorded, webhook_seconds = measure_notifier(
-                amqp_url, webhook_db, args.events, mail_url=None, endpoint_url=hooks.url, timeout=args.timeout)
-            if hooks.received < args.events:
-                raise SystemExit(f"the webhook sink received {hooks.received} deliveries, expected {args.events}")
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
-        for drop in drops:
-            drop()
+            fill_queue(amqp_url, notice_events(args.events, with_contact=False))
+            webhook_db, drop = fresh_database(args.database_url, "notifier")
+            drops.append(drop)
+            with WebhookSink() as hooks:
+                webhook_recorded, webhook_seconds = measure_notifier(
+                    amqp_url, webhook_db, args.events, mail_url=None, endpoint_url=hooks.url, timeout=args.timeout)
+                if hooks.received < args.events:
+                    raise SystemExit(f"the webhook sink received {hooks.received} deliveries, "
+                                     f"expected {args.events}")
+        finally:
+            for drop in drops:
+                drop()
 
     n = args.events
     raw_rate = n / raw_seconds

@@ -15,20 +15,15 @@ Both include opening their connection. Prints a Markdown table; everything is de
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 
 import pika
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 from sqlalchemy.orm import DeclarativeBase
 
-from shared.db import Database, normalize_url
+from bench.support import RABBITMQ, fresh_database, fresh_vhost
+from shared.db import Database
 from shared.messaging.connection import connect
 from shared.messaging.envelope import CONTENT_TYPE
 from shared.messaging.outbox import Outbox, OutboxMixin
@@ -45,31 +40,6 @@ class Base(DeclarativeBase):
 
 class OutboxMessage(OutboxMixin, Base):
     pass
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
-
-
-def fresh_database(url: str | None) -> tuple[str, callable]:
-    """A new empty database URL and the function that removes it."""
-    if url is None:
-        directory = tempfile.mkdtemp(prefix="refstd-bench-")
-        return f"sqlite:///{directory}/bench.db", lambda: shutil.rmtree(directory, ignore_errors=True)
-    parsed = make_url(normalize_url(url))
-    if parsed.get_backend_name() != "postgresql":
-        raise SystemExit("--database-url must be a PostgreSQL URL (SQLite is the default)")
-    name = f"refstd_bench_{uuid.uuid4().hex[:8]}"
-    admin = Database(url, isolation_level="AUTOCOMMIT")
-    with admin.engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return parsed.set(database=name).render_as_string(hide_password=False), drop
 
 
 def write_rows(db: Database, rows: int) -> list[tuple[str, bytes, str]]:
@@ -135,37 +105,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--database-url", help="a PostgreSQL server URL (a fresh database is created on it)")
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--rabbitmq", default=os.environ.get("TEST_RABBITMQ_HOST", "127.0.0.1:5672"))
+    parser.add_argument("--rabbitmq", default=RABBITMQ)
     args = parser.parse_args(argv)
 
-    vhost = f"refstd-bench-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", vhost)
-    drop_database = None
-    try:
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        amqp_url = f"amqp://guest:guest@{args.rabbitmq}/{vhost}"
-        database_url, drop_database = fresh_database(args.database_url)
-        db = Database(database_url)
-        Base.metadata.create_all(db.engine)
-        messages = write_rows(db, args.rows)
+    with fresh_vhost(args.rabbitmq) as amqp_url:
+        database_url, drop_database = fresh_database(args.database_url, "relay")
+        try:
+            db = Database(database_url)
+            Base.metadata.create_all(db.engine)
+            messages = write_rows(db, args.rows)
 
-        setup = connect(amqp_url, name="bench-setup")
-        channel = setup.channel()
-        declare_exchanges(channel)
-        channel.queue_declare(queue=QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
-        channel.queue_bind(queue=QUEUE, exchange=EXCHANGE, routing_key=EVENT_TYPE)
+            setup = connect(amqp_url, name="bench-setup")
+            channel = setup.channel()
+            declare_exchanges(channel)
+            channel.queue_declare(queue=QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+            channel.queue_bind(queue=QUEUE, exchange=EXCHANGE, routing_key=EVENT_TYPE)
 
-        raw_seconds = measure_raw(amqp_url, messages)
-        wait_for_depth(channel, setup, args.rows)
-        channel.queue_purge(queue=QUEUE)
+            raw_seconds = measure_raw(amqp_url, messages)
+            wait_for_depth(channel, setup, args.rows)
+            channel.queue_purge(queue=QUEUE)
 
-        relay_seconds = measure_relay(db, amqp_url, args.batch_size)
-        wait_for_depth(channel, setup, args.rows)
-        setup.close()
-        db.dispose()
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
-        if drop_database is not None:
+            relay_seconds = measure_relay(db, amqp_url, args.batch_size)
+            wait_for_depth(channel, setup, args.rows)
+            setup.close()
+            db.dispose()
+        finally:
             drop_database()
 
     raw_rate = args.rows / raw_seconds

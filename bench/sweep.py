@@ -32,37 +32,18 @@ import time
 import uuid
 
 from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
 
+from bench.support import POSTGRES_URL, fresh_database
 from services.scheduler.domain.notices import notice_windows
 from services.scheduler.manage import prepare_database
 from services.scheduler.models import NoticeKey, OutboxMessage
 from services.scheduler.policy import load_policy
 from services.scheduler.sweep import run_sweep
-from shared.db import Database, normalize_url
+from shared.db import Database
 
 AS_OF = dt.date(2026, 6, 1)
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 ITEM_COLUMNS = ("item_kind", "item_id", "name", "serial_number", "category", "regulation", "mandatory",
                 "organization_id", "due_on", "active", "source_version", "updated_at")
-
-
-def fresh_database(url: str) -> tuple[str, callable]:
-    """A new empty database on the server of ``url``, and the function that drops it."""
-    parsed = make_url(normalize_url(url))
-    if parsed.get_backend_name() != "postgresql":
-        raise SystemExit("--database-url must be a PostgreSQL URL")
-    name = f"refstd_bench_sweep_{uuid.uuid4().hex[:8]}"
-    admin = Database(url, isolation_level="AUTOCOMMIT")
-    with admin.engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return parsed.set(database=name).render_as_string(hide_password=False), drop
 
 
 def bulk_load(db: Database, items: int, organizations: int, due_share: float, seed: int) -> int:
@@ -165,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--due-share", type=float, default=0.05)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=20260601)
-    parser.add_argument("--database-url", default=DEFAULT_URL,
+    parser.add_argument("--database-url", default=POSTGRES_URL,
                         help="a PostgreSQL server URL (a fresh database is created on it and dropped)")
     args = parser.parse_args(argv)
 
-    url, drop = fresh_database(args.database_url)
+    url, drop = fresh_database(args.database_url, "sweep")
     db = Database(url)
     try:
         prepare_database(db)

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -127,11 +127,16 @@ def _hold(reservation: Reservation) -> rules.Hold:
 def active_holds(session: Session, standard_id: str, starts_at: dt.datetime,
                  until: dt.datetime) -> list[rules.Hold]:
     """Active reservations of the standard whose held time overlaps ``[starts_at, until)``."""
+    conditions = [Reservation.standard_id == standard_id, Reservation.status.in_(rules.ACTIVE_STATUSES),
+                  Reservation.starts_at < until, Reservation.held_until > starts_at]
+    if is_postgres(session):
+        # The same overlap as a range test, which the exclusion constraint's GiST index answers: without it
+        # PostgreSQL reads every earlier reservation (all of them start before ``until``).
+        conditions.append(func.tstzrange(Reservation.starts_at, Reservation.held_until, "[)").op("&&")(
+            func.tstzrange(literal(starts_at, Reservation.starts_at.type),
+                           literal(until, Reservation.held_until.type), "[)")))
     rows = session.scalars(
-        select(Reservation).where(
-            Reservation.standard_id == standard_id, Reservation.status.in_(rules.ACTIVE_STATUSES),
-            Reservation.starts_at < until, Reservation.held_until > starts_at)
-        .order_by(Reservation.starts_at, Reservation.id)).all()
+        select(Reservation).where(*conditions).order_by(Reservation.starts_at, Reservation.id)).all()
     return rules.conflicts(starts_at, until, [_hold(r) for r in rows])
 
 
