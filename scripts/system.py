@@ -16,7 +16,9 @@ replicas get their own ports (``<SERVICE>_PORT``); output goes to ``<log_dir>/<n
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -34,10 +36,23 @@ SERVICES = ("inventory", "scheduler", "notifier")
 PROCFILE = ROOT / "Procfile"
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for bind(0) or an outgoing
+# connection can be taken by anyone between our check and the server's bind; these are taken only by
+# whoever names them.
+_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on now, picked at random outside the ephemeral range."""
+    for _ in range(100):
+        port = random.choice(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORTS}")
 
 
 def procfile_entries(path: Path = PROCFILE) -> dict[str, str]:
@@ -110,10 +125,9 @@ class Process:
         except subprocess.TimeoutExpired:
             self.kill()
         else:
-            try:  # gunicorn's workers leave with their master; anything left of the group goes now
+            # gunicorn's workers leave with their master; anything left of the group goes now.
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def pids(self) -> list[int]:
         """The process and its children (a gunicorn master and its workers)."""

@@ -24,8 +24,9 @@ BOOTSTRAP_ID = "e2e-admin"
 
 
 def pytest_collection_modifyitems(items):
-    # A module's tests are the steps of one story on one system: keep them on one xdist worker, in order
-    # (`make test` runs pytest with --dist loadgroup).
+    # A module's tests are the steps of one story on one system: keep them on one xdist worker, in order.
+    # `make test` runs pytest with --dist loadfile (a file's tests on one worker, in order): on pytest 9.2
+    # --dist loadgroup silently ignores xdist_group marks (pytest-dev/pytest-xdist#1386).
     for item in items:
         if "/e2e/" in str(item.path):
             item.add_marker(pytest.mark.e2e)
@@ -39,9 +40,16 @@ def _rabbitmqctl(*args: str) -> None:
                     "Start RabbitMQ with `rabbitmq-server -detached`.", pytrace=False)
 
 
+@pytest.fixture(scope="module", params=[1, 2], ids=["single", "replicas"])
+def replicas(request) -> int:
+    """How many processes of each kind the module's system runs: it runs once with each."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def vhost():
-    """A fresh vhost for one system; (name, AMQP URL). Deleted afterwards."""
+def vhost(replicas):
+    """A fresh vhost for one system (depending on ``replicas`` makes it one per system); (name, AMQP URL).
+    Deleted afterwards."""
     name = f"refstd-e2e-{uuid.uuid4().hex[:8]}"
     _rabbitmqctl("add_vhost", name)
     _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
@@ -64,10 +72,9 @@ def webhooks():
     receiver.close()
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["single", "replicas"])
-def system(request, vhost, smtp, postgres_database_factory, signing_key, signing_key_pem, tmp_path_factory):
-    """Every web and worker process of the Procfile, ``request.param`` replicas of each."""
-    replicas = request.param
+@pytest.fixture(scope="module")
+def system(replicas, vhost, smtp, postgres_database_factory, signing_key, signing_key_pem, tmp_path_factory):
+    """Every web and worker process of the Procfile, ``replicas`` of each."""
     var = tmp_path_factory.mktemp("e2e-var")
     env = {
         "AMQP_URL": vhost[1],
@@ -79,6 +86,10 @@ def system(request, vhost, smtp, postgres_database_factory, signing_key, signing
         "BOOTSTRAP_CLIENT_SECRET": secrets.token_urlsafe(24),
         "MAIL_URL": smtp.url,
         "WEBHOOK_ALLOW_PRIVATE": "true",
+        # What a killed notifier worker had claimed goes to another worker after seconds, not minutes
+        # (the receivers here answer at once, so a batch takes far less).
+        "NOTIFIER_EMAIL_CLAIM_SECONDS": "10",
+        "NOTIFIER_WEBHOOK_CLAIM_SECONDS": "10",
         # Sweeps run when a test asks (POST /sweeps) and once at each worker's start, never on the clock.
         "SWEEP_CRON": "0 3 1 1 *",
         "LOG_LEVEL": "INFO",

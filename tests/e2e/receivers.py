@@ -50,30 +50,46 @@ class SmtpSink:
         with self._lock:
             return [m for m in self.messages if to is None or to in str(m["To"])]
 
-    def counts(self) -> Counter:
-        """How many times each Message-ID arrived."""
-        with self._lock:
-            return Counter(str(m["Message-ID"]) for m in self.messages)
+    def counts(self, to: str | None = None) -> Counter:
+        """How many times each Message-ID arrived (only messages to ``to``, if given, as in ``received``)."""
+        return Counter(str(m["Message-ID"]) for m in self.received(to))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The notifier connects up to 8 at a time per worker: the default listen backlog (5) drops the rest
+    # of the SYNs, which the client sends again only after a second.
+    request_queue_size = 128
 
 
 class WebhookReceiver:
     """An HTTP server in this process; ``add(path, secret)`` before deliveries to that path arrive.
 
     Every POST is verified with the path's secret (``standardwebhooks``); a bad signature is answered
-    401 and counted in ``rejected``. ``failing = True`` answers 503 to everything until set back.
+    401 and counted in ``rejected``. A request whose body ends before its Content-Length (the sender
+    died mid-request) is no delivery: it is counted in ``cut_short`` and not answered. ``failing = True``
+    answers 503 to everything until set back.
     """
 
     def __init__(self) -> None:
         self.secrets: dict[str, str] = {}
         self.deliveries: list[dict] = []
         self.rejected: list[dict] = []
+        self.cut_short: list[dict] = []
         self.failing = False
         self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - the http.server protocol
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    with receiver._lock:
+                        receiver.cut_short.append({"path": self.path, "id": self.headers.get("webhook-id"),
+                                                   "at": time.time()})
+                    self.close_connection = True
+                    return
                 status = receiver._receive(self.path, dict(self.headers), body)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -82,8 +98,7 @@ class WebhookReceiver:
             def log_message(self, *args):
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -114,10 +129,10 @@ class WebhookReceiver:
             return [d["event"] for d in self.deliveries
                     if (path is None or d["path"] == path) and d["event"]["type"].endswith(type_suffix)]
 
-    def counts(self) -> Counter:
-        """How many times each webhook-id arrived (verified)."""
+    def counts(self, path: str | None = None) -> Counter:
+        """How many times each webhook-id arrived (verified; only at ``path``, if given)."""
         with self._lock:
-            return Counter(d["id"] for d in self.deliveries)
+            return Counter(d["id"] for d in self.deliveries if path is None or d["path"] == path)
 
     def close(self) -> None:
         self._server.shutdown()
