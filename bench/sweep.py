@@ -12,7 +12,7 @@ due 31 to 730 days ahead. Then, ``--repeat`` times, on an emptied ``notice_keys`
 (b) bare: one ``INSERT INTO notice_keys ... SELECT ... FROM tracked_items WHERE ...`` (the lead computed
     by a CASE), committed: the floor for writing those keys;
 (a) sweep: ``run_sweep`` — the items entering a window selected (set-based, NOT EXISTS against the
-    keys), grouped into one event per organization and type, outbox rows written, keys written with
+    keys), grouped into one event per organization, outbox rows written, keys written with
     their event ids, sweep run recorded — committed.
 
 Both must write the same set of keys (checked after each run, outside the timings).

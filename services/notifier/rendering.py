@@ -327,6 +327,10 @@ def _notice(name: str, data: dict, locale: str) -> dict:
     recipient = data.get("recipient") or {}
     is_certificate = name == "certificate.renewal_due"
     return {
+        # One notice may list overdue items and items not yet overdue (one per recipient and sweep): the
+        # subject and intro speak of each part, so neither claims that every item is overdue.
+        "overdue": _part([item for item in items if item["days_left"] < 0]),
+        "upcoming": _part([item for item in items if item["days_left"] >= 0]),
         "notice": data.get("notice") or ("overdue" if name == "recalibration.overdue" else "due_soon"),
         "as_of": as_of,
         "items": items,
@@ -343,6 +347,13 @@ def _notice(name: str, data: dict, locale: str) -> dict:
         "booking_help": recipient.get("kind") == "organization" and any(
             item["item_kind"] == "instrument" for item in items),
     }
+
+
+def _part(items: list[dict]) -> dict:
+    """How many of a notice's items are in one state, and the range of their due dates (None: no date)."""
+    due_dates = [item["due_on"] for item in items if item["due_on"] is not None]
+    return {"count": len(items), "earliest_due_on": min(due_dates, default=None),
+            "latest_due_on": max(due_dates, default=None)}
 
 
 def _booking(data: dict, locale: str, zone: ZoneInfo) -> dict:

@@ -114,13 +114,19 @@ class RecipientSchema(Schema):
 
 
 class NoticeSchema(Schema):
-    """Payload of recalibration.due_soon / recalibration.overdue / certificate.renewal_due."""
+    """Payload of recalibration.due_soon / recalibration.overdue / certificate.renewal_due.
 
-    notice = fields.String(metadata={"description": "due_soon | overdue | renewal_due"})
+    One recalibration notice per recipient and sweep lists all its items: it is recalibration.overdue
+    (notice ``overdue``) when any item in it is overdue, and may then list items due soon as well.
+    """
+
+    notice = fields.String(metadata={"description": "due_soon | overdue | renewal_due; overdue: at least one "
+                                                    "item is overdue (others may not be)"})
     as_of = fields.Date()
     recipient = fields.Nested(RecipientSchema)
     organization_id = fields.String(allow_none=True)
-    items = fields.List(fields.Nested(NoticeItemSchema))
+    items = fields.List(fields.Nested(NoticeItemSchema), metadata={
+        "description": "Most urgent first; each with its own due date, days left and lead"})
     earliest_due_on = fields.Date(allow_none=True)
     next_steps = fields.String(metadata={"description": "What to do next (how to book verification)"})
 

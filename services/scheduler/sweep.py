@@ -4,7 +4,8 @@ Set-based. For each kind and each of its windows (``domain.notices.kind_windows`
 ``SELECT ... FROM tracked_items WHERE item_kind = :k AND due_on BETWEEN :a AND :b AND active AND NOT EXISTS
 (the key in notice_keys)`` finds the items entering a window whose key was never noticed (an index range
 on ``ix_tracked_items_kind_due`` plus a primary-key probe each; never a loop over every item). They are
-grouped into one event per recipient and type, the events are written to the outbox in bulk, and the
+grouped into one recalibration event per recipient (and one certificate event per custodian;
+``domain.notices.group_notices``), the events are written to the outbox in bulk, and the
 keys are inserted in bulk with this sweep's id and the id of the event that carried each (COPY on
 PostgreSQL; ``INSERT ... ON CONFLICT DO NOTHING`` with a count check on SQLite), all in the caller's
 transaction. A dry run is the same selection without the writes, so it shows exactly what the sweep
@@ -16,7 +17,7 @@ replicas run one after the other and a later one finds every key taken; on SQLit
 by ``BEGIN IMMEDIATE`` already. Should a key be taken anyway (a writer outside this module), the sweep
 fails and its transaction rolls back: nothing is ever noticed twice.
 
-Cost: a sweep noticing 50,000 keys writes some 18,000 events (30 MB of JSON), and Python, not the
+Cost: a sweep noticing 50,000 keys writes some 10,000 events (25 MB of JSON), and Python, not the
 database, is what it waits for. So on PostgreSQL the rows are read as plain psycopg tuples and the
 organizations as one JSON document, the count of active items runs while Python groups (pipeline mode),
 the events are encoded by one prebuilt encoder while a binary COPY stores the previous ones, the keys go

@@ -71,8 +71,8 @@ def at(day: dt.date, hour: int) -> dt.datetime:
 
 def test_enterprise_instruments_due_are_noticed_once_in_chinese(system, as_admin, smtp, story):
     """Imported instruments due in 5 days, overdue and never verified are noticed by the sweep; those due
-    later are not. A sweep sends one notice per enterprise and type (docs/scheduler.md): the items due
-    soon in one email, the overdue one in another. A second sweep sends nothing."""
+    later are not. A sweep sends one notice per enterprise (domain.md, rule 4): the overdue instrument and
+    those due soon in one email, each with its own state. A second sweep sends nothing."""
     tag, today = story["tag"], story["today"]
     contact = f"wang.{tag}@hengtai.example"
     enterprise = register_organization(
@@ -117,42 +117,47 @@ def test_enterprise_instruments_due_are_noticed_once_in_chinese(system, as_admin
 
     swept = story["lab"].post("scheduler", "/sweeps")
     assert swept.status_code == 200, swept.text
-    assert swept.json()["notices_emitted"] == 2  # one per type for this enterprise: due soon, overdue
+    assert swept.json()["notices_emitted"] == 1  # one for this enterprise, whatever its items' states
 
-    wait(system, lambda: len(emails(smtp, contact)) >= 2, PROPAGATION, f"the notices to {contact}")
+    wait(system, lambda: emails(smtp, contact), PROPAGATION, f"the notice to {contact}")
     settle(as_admin)
-    received = emails(smtp, contact)
-    assert sorted(m["X-Refstd-Event-Type"] for m in received) == [
-        PREFIX + "recalibration.due_soon", PREFIX + "recalibration.overdue"]
-    assert set(smtp.counts(contact).values()) == {1}  # each Message-ID once
-    for message in received:
-        assert message["Message-ID"]
-        assert message["Content-Language"] == "zh-CN"
-        assert CJK.search(str(message["Subject"])), message["Subject"]
-        body = text_of(message)
-        assert body.startswith("王工，您好"), body
-        assert "到期日" in body
+    (message,) = emails(smtp, contact)
+    assert message["X-Refstd-Event-Type"] == PREFIX + "recalibration.overdue"  # one of its items is overdue
+    assert set(smtp.counts(contact).values()) == {1}  # its Message-ID once
+    assert message["Message-ID"]
+    assert message["Content-Language"] == "zh-CN"
+    overdue_on = [due_on for _, due_on, noticed in rows if noticed == "overdue"]
+    upcoming_on = [due_on for _, due_on, noticed in rows if noticed == "due_soon"]
+    assert str(message["Subject"]) == (
+        f"4 台计量器具需检定：1 台已超期（{overdue_on[0].isoformat()} 到期），"
+        f"3 台将于 {max(upcoming_on).isoformat()} 前到期")
+    body = text_of(message)
+    assert body.startswith("王工，您好"), body
+    assert "其中 1 台已超期" in body and "另有 3 台将于" in body
     serials = {row["serial_number"] for row, _, _ in rows}
-    for kind in ("due_soon", "overdue"):
-        (message,) = emails(smtp, contact, f"recalibration.{kind}")
-        body = text_of(message)
-        expected = {row["serial_number"] for row, _, noticed in rows if noticed == kind}
-        assert {serial for serial in serials if serial in body} == expected, body
-        for row, _, noticed in rows:
-            if noticed == kind:
-                assert row["name"] in body
-    due_soon = text_of(emails(smtp, contact, "recalibration.due_soon")[0])
-    assert f"剩余 {(rows[0][1] - today).days} 天" in due_soon
-    assert "今天到期" in due_soon  # never verified: due on the day it was registered
-    assert f"逾期 {(today - rows[2][1]).days} 天" in text_of(emails(smtp, contact, "recalibration.overdue")[0])
+    assert {serial for serial in serials if serial in body} == {
+        row["serial_number"] for row, _, noticed in rows if noticed}, body
+    for row, _, noticed in rows:
+        if noticed:
+            assert row["name"] in body
+    # Most urgent first, each with its own state: overdue, due today (never verified), due in 5 days.
+    def state(due_on):
+        days = (due_on - today).days
+        return f"已超期 {-days} 天" if days < 0 else "今天到期" if days == 0 else f"剩余 {days} 天"
+
+    noticed = sorted(((due_on, row["name"]) for row, due_on, noticed in rows if noticed),
+                     key=lambda pair: ((pair[0] - today).days, pair[0], pair[1]))
+    assert [line.strip() for line in body.splitlines() if line.strip().startswith("到期日：")] == [
+        f"到期日：{due_on.isoformat()}（{state(due_on)}）" for due_on, _ in noticed], body
+    assert [state(due_on)[:3] for due_on, _ in noticed] == ["已超期", "今天到", "剩余 ", "剩余 "]
 
     again = story["lab"].post("scheduler", "/sweeps")
     assert again.status_code == 200, again.text
     assert again.json()["notices_emitted"] == 0
     settle(as_admin)
     assert_nothing_lost(as_admin)
-    assert len(emails(smtp, contact)) == 2
-    assert total(as_admin, "notifier", "/notifications", organization_id=enterprise["id"]) == 2
+    assert len(emails(smtp, contact)) == 1
+    assert total(as_admin, "notifier", "/notifications", organization_id=enterprise["id"]) == 1
 
 
 # -- 2. a partner university books a standard -------------------------------------------------------

@@ -54,9 +54,11 @@ class Sweeps(MethodView):
     def post(self, args):
         """Run the due sweep now
 
-        Emits one notice event per recipient (organization, or custodian for the institute's equipment
-        and certificates) and type, listing every item that crossed a lead time; each (item, due date,
-        lead) is noticed once, ever, so running it again emits nothing new. `items_scanned`: active items
+        Emits one recalibration notice per recipient (organization, or custodian for the institute's
+        equipment), listing every item that crossed a lead time: `recalibration.overdue` when any of them
+        is overdue, else `recalibration.due_soon`; a custodian's certificates go in a
+        `certificate.renewal_due` notice of their own. Each (item, due date, lead) is noticed once, ever,
+        so running it again emits nothing new. `items_scanned`: active items
         considered; `notices_emitted`: events written.
 
         `dry_run=true` writes nothing and answers `notices`, the events a sweep would emit (on `as_of`,

@@ -1,5 +1,6 @@
 """Notice rules: days left, due states, lead-time crossing, overdue repeats, notice keys, and the grouping
-of noticed items into one event per recipient (domain.md, rules 2-4; contract.md, "Scheduler").
+of noticed items into one recalibration event per recipient and sweep, plus one certificate event per
+custodian (domain.md, rules 2-4; contract.md, "Scheduler").
 
 Dates only: every argument is a calendar date in the institute's zone (``shared.timeutil.today_in``
 turns an instant into one), so time zones and daylight saving play no part here.
@@ -185,7 +186,8 @@ def kind_windows(policy: Mapping[str, Any], item_kind: str, as_of: dt.date) -> l
 
 
 def event_type(item_kind: str, lead: str) -> str:
-    """The event an item noticed at ``lead`` goes out in (without the service prefix)."""
+    """The event an item noticed at ``lead`` calls for on its own (without the service prefix); a
+    recipient's items go out together, in the event :func:`notice_type` names."""
     if item_kind == "assessment_certificate":
         return CERTIFICATE_RENEWAL_DUE
     return RECALIBRATION_OVERDUE if is_overdue_lead(lead) else RECALIBRATION_DUE_SOON
@@ -252,10 +254,29 @@ def _urgency(item: dict) -> tuple:
     return item["days_left"], item["due_on"] or NEVER_CALIBRATED_KEY_DATE, item["name"], item["item_id"]
 
 
+def notice_type(items: Iterable[Mapping[str, Any]]) -> str:
+    """The event one recipient's items of one kind of notice go out in (without the service prefix).
+
+    Certificates: ``certificate.renewal_due``. Recalibration (instruments, equipment): one event for all
+    of them, ``recalibration.overdue`` as soon as one item in it is overdue, else
+    ``recalibration.due_soon``; each item keeps its own lead and days left.
+    """
+    types = {event_type(item["item_kind"], item["lead"]) for item in items}
+    if CERTIFICATE_RENEWAL_DUE in types:
+        return CERTIFICATE_RENEWAL_DUE
+    return RECALIBRATION_OVERDUE if RECALIBRATION_OVERDUE in types else RECALIBRATION_DUE_SOON
+
+
 def group_notices(items: Iterable[Mapping[str, Any]], *, as_of: dt.date,
                   organizations: Mapping[str, Mapping[str, Any]],
                   standard_names: Mapping[str, str]) -> list[Notice]:
-    """One notice per recipient and event type, listing every item noticed (most urgent first).
+    """One recalibration notice per recipient, listing every item noticed (most urgent first), and for a
+    custodian one certificate notice besides.
+
+    One per recipient, not per lead or state, because domain.md rule 4 wants one email per enterprise
+    per sweep: its overdue items and those due soon travel together (:func:`notice_type` names the
+    event). Certificates are a notice of their own, with the legal deadline to apply for re-examination,
+    so a custodian may get a recalibration notice and a certificate notice in the same sweep.
 
     ``items``: mappings with every field of a tracked item (item_kind, item_id, name, serial_number,
     category, regulation, mandatory, standard_id, organization_id, custodian_name, custodian_email, due_on;
@@ -264,31 +285,27 @@ def group_notices(items: Iterable[Mapping[str, Any]], *, as_of: dt.date,
     contacts (the notifier keeps its own organization read model and a default route), so a legal deadline
     is never held back. The payload has exactly the shape NoticeSchema dumps (dates as ``date`` objects).
     """
-    groups: dict[tuple[str, tuple[str, str | None]], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[bool, tuple[str, str | None]], list[Mapping[str, Any]]] = {}
     for item in items:
-        key = (event_type(item["item_kind"], item["lead"]), _recipient_key(item))
+        key = (item["item_kind"] == "assessment_certificate", _recipient_key(item))
         groups.setdefault(key, []).append(item)
 
-    recipients: dict[tuple[str, str | None], dict] = {}  # one organization may get two events
     notices = []
-    for (type_, (recipient_kind, key)), members in groups.items():
+    for (is_certificate, (recipient_kind, key)), members in groups.items():
+        type_ = notice_type(members)
         listed = [_notice_item(item, as_of, standard_names) for item in members]
         listed.sort(key=_urgency)
         due_dates = [item["due_on"] for item in listed if item["due_on"] is not None]
-        if type_ == CERTIFICATE_RENEWAL_DUE:
+        if is_certificate:
             notice = "overdue" if any(is_overdue_lead(item["lead"]) for item in listed) else "renewal_due"
             steps = NEXT_STEPS["assessment_certificate"]
         else:
             notice = "overdue" if type_ == RECALIBRATION_OVERDUE else "due_soon"
             steps = NEXT_STEPS["instrument" if recipient_kind == "organization" else "equipment"]
-        recipient = recipients.get((recipient_kind, key))
-        if recipient is None or recipient_kind == "custodian":
-            recipient = _recipient(recipient_kind, key, members, organizations)
-            recipients[recipient_kind, key] = recipient
         notices.append(Notice(type_, key, {
             "notice": notice,
             "as_of": as_of,
-            "recipient": recipient,
+            "recipient": _recipient(recipient_kind, key, members, organizations),
             "organization_id": key if recipient_kind == "organization" else None,
             "items": listed,
             "earliest_due_on": min(due_dates, default=None),

@@ -1,5 +1,6 @@
-"""The due sweep on a read model built from inventory events: one event per recipient and type, each
-(item, due date, lead) once, ever — across repeated, later, concurrent and dry-run sweeps."""
+"""The due sweep on a read model built from inventory events: one recalibration event per recipient (and
+one certificate event per custodian), each (item, due date, lead) once, ever — across repeated, later,
+concurrent and dry-run sweeps."""
 
 from __future__ import annotations
 
@@ -77,10 +78,9 @@ def listed(data: dict) -> list[tuple[str, str]]:
     return [(item["name"], item["lead"]) for item in data["items"]]
 
 
-# -- one event per recipient and type ------------------------------------------------------------
+# -- one event per recipient ------------------------------------------------------------------------
 
-def test_first_sweep_sends_one_event_per_recipient_and_type_with_the_right_items(scheduler_db, deliver,
-                                                                                outbox):
+def test_first_sweep_sends_one_event_per_recipient_with_the_right_items(scheduler_db, deliver, outbox):
     org_a = organization(deliver, contacts=[{"name": "王工", "email": "wang@example.com", "locale": "zh-CN"}])
     org_b = organization(deliver, name="示例膜科技（淄博）有限公司")
     instrument(deliver, org_a, day(20), name="a-30")
@@ -93,33 +93,34 @@ def test_first_sweep_sends_one_event_per_recipient_and_type_with_the_right_items
 
     result = sweep(scheduler_db)
 
-    assert result.notices_emitted == 5
+    assert result.notices_emitted == 4
     assert result.items_scanned == 9  # 5 instruments, 3 pieces of equipment, 1 certificate
     found = notices_by(outbox)
-    assert set(found) == {("recalibration.due_soon", org_a), ("recalibration.due_soon", org_b),
-                          ("recalibration.overdue", org_a), ("recalibration.due_soon", "li@example.com"),
+    # org_a: its overdue instrument and those due soon in one event, typed by the overdue one.
+    assert set(found) == {("recalibration.overdue", org_a), ("recalibration.due_soon", org_b),
+                          ("recalibration.due_soon", "li@example.com"),
                           ("certificate.renewal_due", "li@example.com")}
-    due_soon_a = found["recalibration.due_soon", org_a]
-    assert listed(due_soon_a) == [("a-7", "7"), ("a-30", "30")]
-    assert [(i["due_on"], i["days_left"]) for i in due_soon_a["items"]] == [(day(5).isoformat(), 5),
-                                                                           (day(20).isoformat(), 20)]
-    assert due_soon_a["items"][0]["regulation"] == "JJG 52-2013"
-    assert due_soon_a["items"][0]["mandatory"] is True
-    assert due_soon_a["recipient"] == {
+    a = found["recalibration.overdue", org_a]
+    assert listed(a) == [("a-overdue", "overdue:0"), ("a-7", "7"), ("a-30", "30")]
+    assert [(i["due_on"], i["days_left"]) for i in a["items"]] == [
+        (day(-3).isoformat(), -3), (day(5).isoformat(), 5), (day(20).isoformat(), 20)]
+    assert a["items"][0]["regulation"] == "JJG 52-2013"
+    assert a["items"][0]["mandatory"] is True
+    assert a["recipient"] == {
         "kind": "organization", "organization_id": org_a, "name": "淄博示例氢源新材料有限公司",
         "name_en": None, "contacts": [{"name": "王工", "email": "wang@example.com", "locale": "zh-CN"}]}
-    assert due_soon_a["notice"] == "due_soon"
-    assert due_soon_a["as_of"] == AS_OF.isoformat()
-    assert due_soon_a["earliest_due_on"] == day(5).isoformat()
-    assert INSTITUTE_NAME in due_soon_a["next_steps"]
-    assert listed(found["recalibration.due_soon", org_b]) == [("b-0", "0")]
-    overdue_a = found["recalibration.overdue", org_a]
-    assert (overdue_a["notice"], listed(overdue_a)) == ("overdue", [("a-overdue", "overdue:0")])
+    assert a["notice"] == "overdue"
+    assert a["as_of"] == AS_OF.isoformat()
+    assert a["earliest_due_on"] == day(-3).isoformat()
+    assert INSTITUTE_NAME in a["next_steps"]
+    b = found["recalibration.due_soon", org_b]
+    assert (b["notice"], listed(b)) == ("due_soon", [("b-0", "0")])
     custodian = found["recalibration.due_soon", "li@example.com"]
     assert listed(custodian) == [("e-never", "0"), ("e-60", "60")]
     assert custodian["items"][0]["due_on"] is None
     assert {i["standard_name"] for i in custodian["items"]} == {"气体流量标准装置"}
     assert custodian["recipient"]["contacts"] == [{"name": "李工", "email": "li@example.com"}]
+    # The custodian's certificate is a notice of its own, in the same sweep.
     renewal = found["certificate.renewal_due", "li@example.com"]
     assert (renewal["notice"], listed(renewal)) == ("renewal_due", [("气体流量标准装置", "210")])
     assert renewal["items"][0]["item_id"] == std["id"]
@@ -129,7 +130,31 @@ def test_first_sweep_sends_one_event_per_recipient_and_type_with_the_right_items
         runs = session.scalars(select(SweepRun)).all()
     assert len(keys) == 7
     assert set(keys) == {event["id"] for event in outbox()}
-    assert [(r.as_of, r.trigger, r.items_scanned, r.notices_emitted) for r in runs] == [(AS_OF, "api", 9, 5)]
+    assert [(r.as_of, r.trigger, r.items_scanned, r.notices_emitted) for r in runs] == [(AS_OF, "api", 9, 4)]
+
+
+def test_an_enterprise_gets_one_notice_per_sweep_whatever_the_states_of_its_items(scheduler_db, deliver,
+                                                                                  outbox):
+    org = organization(deliver)
+    for n in range(50):
+        instrument(deliver, org, day(5), name=f"batch-{n:02d}")
+    for offset in (-1, 0, 7, 30):
+        instrument(deliver, org, day(offset), name=f"d{offset}")
+
+    first = sweep(scheduler_db)
+    later = sweep(scheduler_db, as_of=day(7))
+
+    assert (first.notices_emitted, later.notices_emitted) == (1, 1)
+    sent = outbox()
+    assert [(e["type"], e["subject"]) for e in sent] == [("refstd.scheduler.recalibration.overdue", org)] * 2
+    assert len(sent[0]["data"]["items"]) == 54
+    assert [(i["name"], i["days_left"]) for i in sent[0]["data"]["items"][:3]] == [
+        ("d-1", -1), ("d0", 0), ("batch-00", 5)]
+    # A week later: the batch and d0 have turned overdue, d7 is due today, d30 waits for its next lead.
+    assert sorted({(i["lead"], i["days_left"]) for i in sent[1]["data"]["items"]}) == [
+        ("0", 0), ("overdue:0", -7), ("overdue:0", -2), ("overdue:1", -8)]
+    assert len(sent[1]["data"]["items"]) == 53
+    assert count(scheduler_db, NoticeKey) == 54 + 53
 
 
 def test_a_second_sweep_the_same_day_emits_nothing(scheduler_db, deliver, outbox):
@@ -274,8 +299,8 @@ def test_two_sweeps_at_once_notice_each_key_once_in_total(scheduler_db, deliver,
         thread.join(timeout=60)
 
     assert errors == []
-    assert sorted(r.notices_emitted for r in results) == [0, 6]  # due_soon and overdue for each org
-    assert len(outbox()) == 6
+    assert sorted(r.notices_emitted for r in results) == [0, 3]  # one for each org
+    assert len(outbox()) == 3
     assert count(scheduler_db, NoticeKey) == 12
     assert sum(len(e["data"]["items"]) for e in outbox()) == 12
 

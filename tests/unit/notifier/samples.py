@@ -84,4 +84,15 @@ def all_events() -> dict[str, dict]:
     result = {event["type"]: event for event in samples}
     result[scheduler_events.PREFIX + "recalibration.due_soon:equipment"] = notice(
         "recalibration.due_soon", CUSTODIAN, equipment, "due_soon")
+    # One enterprise's notice of one sweep: 2 overdue (the earliest due 2026-11-24), 1 due today and 2 due
+    # by 2026-12-15, most urgent first, as the scheduler lists them.
+    mixed = [
+        _item("instrument", "工业铂热电阻（示例）", -14, "overdue:1", serial="PT-0099", regulation="JJG 229-2010"),
+        _item("instrument", "精密压力表（示例）", -3, "overdue:0", serial="P-1010", regulation="JJG 49-2013"),
+        _item("instrument", "涡街流量计（示例）", 0, "0", serial="LL-7788", regulation="JJG 1029-2007"),
+        _item("instrument", "电子天平（示例）", 5, "7", serial="TP-0457", regulation="JJG 1036-2022"),
+        _item("instrument", "声级计（示例）", 7, "7", serial="SJ-3141", regulation="JJG 188-2017"),
+    ]
+    result[scheduler_events.PREFIX + "recalibration.overdue:mixed"] = notice(
+        "recalibration.overdue", ENTERPRISE, mixed, "overdue")
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import html
+import re
 
 import pytest
 from icalendar import Calendar
@@ -180,7 +181,7 @@ class TestNoticeSubjects:
         event["data"]["items"][0].update(due_on="2026-12-01", days_left=-7, lead="overdue:0")
         email = render(event, "zh-CN")
         assert "已于 2026-12-01 到期，计量标准不可使用" in email.subject
-        assert "已过期" in email.text and "逾期 7 天" in email.text
+        assert "已过期" in email.text and "已超期 7 天" in email.text
         english = render(event, "en")
         assert "expired on 2026-12-01" in english.subject and "7 days overdue" in english.text
 
@@ -191,6 +192,27 @@ class TestNoticeSubjects:
         event["data"]["earliest_due_on"] = "2026-11-20"
         assert render(event, "zh-CN").subject == "2 台计量器具已超期未检定（最早 2026-11-20 到期）"
         assert render(event, "en").subject == "2 instruments overdue for verification (the earliest was due 2026-11-20)"
+
+    def test_a_notice_with_overdue_items_and_items_due_soon_names_each_part(self):
+        key = PREFIX + "recalibration.overdue:mixed"
+        assert render(key, "zh-CN").subject == (
+            "5 台计量器具需检定：2 台已超期（最早 2026-11-24 到期），3 台将于 2026-12-15 前到期")
+        assert render(key, "en").subject == (
+            "5 instruments due for verification: 2 overdue (the earliest was due 2026-11-24), 3 due by 2026-12-15")
+
+    def test_one_overdue_item_beside_one_never_calibrated(self):
+        event = sample(PREFIX + "recalibration.due_soon:equipment")
+        never = dict(event["data"]["items"][0], name="从未校准的设备", due_on=None, days_left=0, lead="0")
+        event["data"]["items"][0].update(due_on="2026-12-05", days_left=-3, lead="overdue:0")
+        event["data"]["items"].append(never)
+        event["type"], event["data"]["notice"] = PREFIX + "recalibration.overdue", "overdue"
+        zh, en = render(event, "zh-CN"), render(event, "en")
+        assert zh.subject == "2 台计量标准设备需校准：1 台已超期（2026-12-05 到期），1 台现已到期"
+        assert en.subject == ("2 items of standard equipment due for calibration: 1 overdue (was due 2026-12-05), "
+                              "1 due now")
+        assert "其中 1 台已超期，请尽快安排校准，设备逾期时其计量标准不可使用、不可预约；另有 1 台已到期" in zh.text
+        assert "1 is overdue: please arrange the calibration as soon as possible" in en.text
+        assert "1 is due now: please arrange the calibration at once." in en.text
 
 
 class TestNoticeBodies:
@@ -205,7 +227,7 @@ class TestNoticeBodies:
                     assert html.escape(value) in email.html
 
     @pytest.mark.parametrize("locale, due_soon, due_today, overdue", [
-        ("zh-CN", "剩余 7 天", "今天到期", "逾期 3 天"),
+        ("zh-CN", "剩余 7 天", "今天到期", "已超期 3 天"),
         ("en", "7 days left", "due today", "3 days overdue"),
     ])
     def test_days_left_wording(self, locale, due_soon, due_today, overdue):
@@ -215,6 +237,27 @@ class TestNoticeBodies:
             assert due_soon in body and due_today in body
         for body in (late.text, late.html):
             assert overdue in body
+
+    @pytest.mark.parametrize("locale, intro, due, states", [
+        ("zh-CN", "淄博示例氢能材料有限公司的以下 5 台计量器具需安排检定：其中 2 台已超期，请尽快安排检定，"
+                  "强制检定的计量器具逾期不得使用；另有 3 台将于 2026-12-15 前到期，请在各自到期日前安排检定。"
+                  "各台的到期情况如下：",
+         "   到期日：{}（{}）", ["已超期 14 天", "已超期 3 天", "今天到期", "剩余 5 天", "剩余 7 天"]),
+        ("en", "For Zibo Sample Hydrogen Materials Co.: 5 instruments are due for verification. 2 are overdue: "
+               "please arrange the verification as soon as possible; an instrument under mandatory verification "
+               "may not be used while overdue. 3 are due by 2026-12-15: please arrange the verification before "
+               "each due date.",
+         "   Due: {} ({})", ["14 days overdue", "3 days overdue", "due today", "5 days left", "7 days left"]),
+    ])
+    def test_a_mixed_notice_tells_the_overdue_from_the_rest_and_each_item_its_state(self, locale, intro, due,
+                                                                                    states):
+        email = render(PREFIX + "recalibration.overdue:mixed", locale)
+        assert intro in email.text and html.escape(intro) in email.html
+        items = EVENTS[PREFIX + "recalibration.overdue:mixed"]["data"]["items"]
+        lines = email.text.splitlines()
+        assert [line for line in lines if line.startswith(due[:6])] == [
+            due.format(item["due_on"], state) for item, state in zip(items, states, strict=True)]
+        assert re.findall(r'color:#[0-9a-f]{6};white-space:nowrap;">([^<]*)</td>', email.html) == states
 
     def test_one_day_is_singular_in_english(self):
         event = sample(PREFIX + "recalibration.overdue")

@@ -1,5 +1,6 @@
 """The notice rules with fixed dates: lead-time crossing, overdue repeats, catch-up, never calibrated,
-due states, and the grouping of noticed items into one event per recipient and type."""
+due states, and the grouping of noticed items into one recalibration event per recipient (and one
+certificate event per custodian)."""
 
 from __future__ import annotations
 
@@ -232,27 +233,33 @@ def by_type_and_subject(notices: list[rules.Notice]) -> dict:
     return {(n.type, n.subject): n for n in notices}
 
 
-def test_one_notice_per_organization_and_type_listing_all_its_items_most_urgent_first():
+def test_one_notice_per_organization_listing_all_its_items_most_urgent_first():
     notices = group([instrument("a1", ORG_A, 25), instrument("a2", ORG_A, 3), instrument("a3", ORG_A, -2),
-                     instrument("b1", ORG_B, 7)])
+                     instrument("a4", ORG_A, 0), instrument("b1", ORG_B, 7)])
     found = by_type_and_subject(notices)
-    assert set(found) == {("recalibration.due_soon", ORG_A), ("recalibration.due_soon", ORG_B),
-                          ("recalibration.overdue", ORG_A)}
-    due_soon_a = found["recalibration.due_soon", ORG_A].data
-    assert [i["item_id"] for i in due_soon_a["items"]] == ["a2", "a1"]
-    assert [(i["days_left"], i["lead"]) for i in due_soon_a["items"]] == [(3, "7"), (25, "30")]
-    assert due_soon_a["notice"] == "due_soon"
-    assert due_soon_a["earliest_due_on"] == day(3)
-    assert due_soon_a["organization_id"] == ORG_A
-    assert due_soon_a["recipient"] == {
+    assert set(found) == {("recalibration.overdue", ORG_A), ("recalibration.due_soon", ORG_B)}
+    a = found["recalibration.overdue", ORG_A].data
+    assert a["notice"] == "overdue"  # one item overdue: the others, due today and soon, travel with it
+    assert [(i["item_id"], i["days_left"], i["lead"], i["due_on"]) for i in a["items"]] == [
+        ("a3", -2, "overdue:0", day(-2)), ("a4", 0, "0", day(0)), ("a2", 3, "7", day(3)),
+        ("a1", 25, "30", day(25))]
+    assert a["earliest_due_on"] == day(-2)
+    assert a["organization_id"] == ORG_A
+    assert a["recipient"] == {
         "kind": "organization", "organization_id": ORG_A, "name": ORGANIZATIONS[ORG_A]["name"],
         "name_en": "Hydrogen (sample)",
         "contacts": [{"name": "王工", "email": "wang@example.com", "locale": "zh-CN"}]}
-    assert rules.INSTITUTE_NAME in due_soon_a["next_steps"]
-    overdue_a = found["recalibration.overdue", ORG_A].data
-    assert overdue_a["notice"] == "overdue"
-    assert [(i["item_id"], i["lead"], i["days_left"]) for i in overdue_a["items"]] == \
-           [("a3", "overdue:0", -2)]
+    assert rules.INSTITUTE_NAME in a["next_steps"]
+    b = found["recalibration.due_soon", ORG_B].data
+    assert (b["notice"], [(i["item_id"], i["lead"]) for i in b["items"]]) == ("due_soon", [("b1", "7")])
+
+
+def test_a_notice_is_overdue_only_when_an_item_in_it_is():
+    assert [n.type for n in group([instrument("a1", ORG_A, 7), instrument("a2", ORG_A, 0)])] == \
+           ["recalibration.due_soon"]
+    assert [n.type for n in group([instrument("a1", ORG_A, -1)])] == ["recalibration.overdue"]
+    assert rules.notice_type([instrument("a1", ORG_A, 30), instrument("a2", ORG_A, -22)]) == \
+           "recalibration.overdue"
 
 
 def test_three_hundred_instruments_due_together_make_one_notice():
@@ -269,19 +276,21 @@ def test_equipment_and_certificates_go_to_the_custodian_grouped_by_email_whateve
              custodian_email="li@example.com"),
     ])
     found = by_type_and_subject(notices)
-    assert set(found) == {("recalibration.due_soon", "li@example.com"),
-                          ("recalibration.overdue", "li@example.com"),
+    # A certificate is a notice of its own (the legal deadline to apply for re-examination).
+    assert set(found) == {("recalibration.overdue", "li@example.com"),
                           ("certificate.renewal_due", "li@example.com")}
-    due_soon = found["recalibration.due_soon", "li@example.com"].data
-    assert [i["item_id"] for i in due_soon["items"]] == ["e2", "e1"]
-    assert due_soon["recipient"] == {"kind": "custodian", "organization_id": None, "name": "李工",
-                                     "name_en": None,
-                                     "contacts": [{"name": "李工", "email": "li@example.com"}]}
-    assert due_soon["organization_id"] is None
-    assert due_soon["items"][0]["standard_name"] == "气体流量标准装置"
-    assert "calibrated" in due_soon["next_steps"]
+    equipment_notice = found["recalibration.overdue", "li@example.com"].data
+    assert [(i["item_id"], i["lead"]) for i in equipment_notice["items"]] == \
+           [("e3", "overdue:0"), ("e2", "7"), ("e1", "30")]
+    assert equipment_notice["recipient"] == {"kind": "custodian", "organization_id": None, "name": "李工",
+                                             "name_en": None,
+                                             "contacts": [{"name": "李工", "email": "li@example.com"}]}
+    assert equipment_notice["organization_id"] is None
+    assert equipment_notice["items"][0]["standard_name"] == "气体流量标准装置"
+    assert "calibrated" in equipment_notice["next_steps"]
     renewal = found["certificate.renewal_due", "li@example.com"].data
     assert renewal["notice"] == "renewal_due"
+    assert [i["item_id"] for i in renewal["items"]] == ["std-1"]
     assert "180 days" in renewal["next_steps"]
 
 
