@@ -322,8 +322,6 @@ def _notice(name: str, data: dict, locale: str) -> dict:
         raise ValueError("a notice without items")
     kinds = {item["item_kind"] for item in items}
     due_dates = [item["due_on"] for item in items if item["due_on"] is not None]
-    # Items come most urgent first; the first with a date sets the deadline the subject names.
-    first_dated = next((item for item in items if item["due_on"] is not None), None)
     recipient = data.get("recipient") or {}
     is_certificate = name == "certificate.renewal_due"
     return {
@@ -339,7 +337,6 @@ def _notice(name: str, data: dict, locale: str) -> dict:
         "is_certificate": is_certificate,
         "earliest_due_on": min(due_dates, default=None),
         "latest_due_on": max(due_dates, default=None),
-        "first": first_dated,
         "organization": _display_name(recipient, locale) if recipient.get("kind") == "organization" else None,
         "recipient_kind": recipient.get("kind") or ("organization" if data.get("organization_id") else "custodian"),
         "next_steps": localized_text(data.get("next_steps"), locale),
@@ -350,10 +347,12 @@ def _notice(name: str, data: dict, locale: str) -> dict:
 
 
 def _part(items: list[dict]) -> dict:
-    """How many of a notice's items are in one state, and the range of their due dates (None: no date)."""
-    due_dates = [item["due_on"] for item in items if item["due_on"] is not None]
-    return {"count": len(items), "earliest_due_on": min(due_dates, default=None),
-            "latest_due_on": max(due_dates, default=None)}
+    """How many of a notice's items are in one state, the range of their due dates (None: no date) and
+    the item due first (None: no date), whose renewal deadline a certificate notice names."""
+    dated = [item for item in items if item["due_on"] is not None]
+    first = min(dated, key=lambda item: item["due_on"], default=None)
+    return {"count": len(items), "earliest_due_on": first["due_on"] if first else None,
+            "latest_due_on": max((item["due_on"] for item in dated), default=None), "first": first}
 
 
 def _booking(data: dict, locale: str, zone: ZoneInfo) -> dict:

@@ -95,4 +95,14 @@ def all_events() -> dict[str, dict]:
     ]
     result[scheduler_events.PREFIX + "recalibration.overdue:mixed"] = notice(
         "recalibration.overdue", ENTERPRISE, mixed, "overdue")
+    # One custodian's certificates of one sweep: one expired on 2026-12-01, one expiring on 2027-07-06 (apply
+    # for re-examination by 2027-01-07); the notice is "overdue" because one of them is.
+    certificates = [
+        _item("assessment_certificate", "0.05级活塞式压力计标准装置（示例）", -7, "overdue:0",
+              serial="[2022]鲁量标淄证字第002号（示例）"),
+        _item("assessment_certificate", flow_standard, 210, "210", serial="[2022]鲁量标淄证字第001号（示例）",
+              standard_name=flow_standard),
+    ]
+    result[scheduler_events.PREFIX + "certificate.renewal_due:mixed"] = notice(
+        "certificate.renewal_due", CUSTODIAN, certificates, "overdue")
     return result

@@ -307,6 +307,112 @@ class TestNoticeBodies:
                 assert all(line == line.rstrip() for line in text.splitlines())
 
 
+class TestCertificateNotices:
+    """A custodian's certificates of one sweep travel in one notice: the expired and those approaching expiry
+    are named apart, the latter with the deadline to apply for re-examination (180 days before expiry)."""
+
+    MIXED = PREFIX + "certificate.renewal_due:mixed"
+
+    @staticmethod
+    def with_items(*changes: dict) -> dict:
+        """The mixed sample with its items replaced: each a copy of the upcoming one with ``changes``."""
+        event = sample(TestCertificateNotices.MIXED)
+        template = event["data"]["items"][1]
+        event["data"]["items"] = [dict(template, **change) for change in changes]
+        return event
+
+    def test_an_expired_and_an_upcoming_certificate_are_named_apart_in_the_subject(self):
+        assert render(self.MIXED, "zh-CN").subject == (
+            "2 项计量标准考核证书需申请复查：1 项已于 2026-12-01 到期，计量标准不可使用；"
+            "1 项将于 2027-07-06 到期，请于 2027-01-07 前申请复查")
+        assert render(self.MIXED, "en").subject == (
+            "2 assessment certificates need re-examination: 1 expired on 2026-12-01, its standard cannot be used; "
+            "1 expires on 2027-07-06, apply for re-examination by 2027-01-07")
+
+    @pytest.mark.parametrize("locale, intro, wrong", [
+        ("zh-CN", "您负责的以下 2 项计量标准考核证书需申请复查：其中 1 项已过期，相应计量标准现不可使用、不可预约，"
+                  "已有的预约会被取消，请尽快申请复查考核；另有 1 项将于 2027-07-06 到期，按规定须在证书有效期满前"
+                  "至少 6 个月（180 天）申请复查考核，即最迟于 2027-01-07 提交申请。"
+                  "各项证书的有效期和申请复查截止日期如下：",
+         "考核证书已过期：这些计量标准"),
+        ("en", "For the standards in your care: 2 assessment certificates need re-examination. 1 has expired: its "
+               "standard can be neither used nor booked, and its bookings are cancelled; please apply for "
+               "re-examination as soon as possible. 1 expires on 2027-07-06: re-examination must be applied for at "
+               "least 6 months (180 days) before a certificate expires, that is by 2027-01-07. The state of each is "
+               "listed below.",
+         "in your care, have expired"),
+    ])
+    def test_the_intro_tells_the_expired_from_the_upcoming(self, locale, intro, wrong):
+        email = render(self.MIXED, locale)
+        assert intro in email.text and html.escape(intro) in email.html
+        assert wrong not in email.text and wrong not in email.html
+
+    @pytest.mark.parametrize("locale, valid, apply_by, states", [
+        ("zh-CN", "   有效期至：", "   申请复查截止：",
+         [("2026-12-01（已超期 7 天）", "2026-06-04（申请期限已过 187 天）"),
+          ("2027-07-06（剩余 210 天）", "2027-01-07（距申请截止还有 30 天）")]),
+        ("en", "   Valid until: ", "   Apply for re-examination by: ",
+         [("2026-12-01 (7 days overdue)", "2026-06-04 (deadline passed 187 days ago)"),
+          ("2027-07-06 (210 days left)", "2027-01-07 (30 days left to apply)")]),
+    ])
+    def test_each_certificate_shows_its_own_state(self, locale, valid, apply_by, states):
+        email = render(self.MIXED, locale)
+        lines = email.text.splitlines()
+        assert [line.removeprefix(valid) for line in lines if line.startswith(valid)] == [s[0] for s in states]
+        assert [line.removeprefix(apply_by) for line in lines if line.startswith(apply_by)] == [s[1] for s in states]
+        # Valid-until cells are coloured by state (red: expired), apply-by cells follow them.
+        assert re.findall(r'color:(#[0-9a-f]{6});">([^<]*)</td>\s*<td[^>]*>([^<]*)</td>', email.html) == [
+            ("#cf222e", *states[0]), ("#1f2328", *states[1])]
+
+    def test_an_upcoming_certificate_past_its_application_deadline_says_apply_now(self):
+        event = sample(self.MIXED)
+        event["data"]["items"][1].update(due_on="2027-05-08", days_left=151, lead="180")
+        zh, en = render(event, "zh-CN"), render(event, "en")
+        assert zh.subject.endswith("；1 项将于 2027-05-08 到期，申请复查的截止日 2026-11-09 已过，请立即申请")
+        assert "另有 1 项将于 2027-05-08 到期，按规定须在证书有效期满前至少 6 个月（180 天）申请复查考核，" \
+               "申请截止日 2026-11-09 已过，请立即申请。" in zh.text
+        assert en.subject.endswith(
+            "; 1 expires on 2027-05-08, the deadline to apply for re-examination (2026-11-09) has passed, apply now")
+        assert "and the deadline to apply (2026-11-09) has passed: please apply at once." in en.text
+
+    def test_several_in_each_part_name_the_first_to_expire_and_its_deadline(self):
+        event = self.with_items(
+            {"name": "标准甲", "due_on": "2026-11-01", "days_left": -37, "lead": "overdue:1"},
+            {"name": "标准乙", "due_on": "2026-12-01", "days_left": -7, "lead": "overdue:0"},
+            {"name": "标准丙", "due_on": "2027-07-06", "days_left": 210, "lead": "210"},
+            {"name": "标准丁", "due_on": "2027-08-05", "days_left": 240, "lead": "270"})
+        zh, en = render(event, "zh-CN"), render(event, "en")
+        assert zh.subject == ("4 项计量标准考核证书需申请复查：2 项已于 2026-11-01 起陆续到期，计量标准不可使用；"
+                              "2 项最早将于 2027-07-06 到期，请于 2027-01-07 前申请复查")
+        assert "其中 2 项已过期" in zh.text
+        assert "另有 2 项最早将于 2027-07-06 到期" in zh.text and "最早的截止日为 2027-01-07" in zh.text
+        assert en.subject == ("4 assessment certificates need re-examination: 2 expired from 2026-11-01, their "
+                              "standards cannot be used; 2 expire from 2027-07-06, apply for re-examination by "
+                              "2027-01-07")
+        assert "2 have expired: their standards can be neither used nor booked" in en.text
+        assert 'that is by the "apply by" date of each, the earliest 2027-01-07.' in en.text
+
+    def test_certificates_all_expired_read_as_before(self):
+        event = self.with_items({"name": "标准甲", "due_on": "2026-12-01", "days_left": -7, "lead": "overdue:0"},
+                                {"name": "标准乙", "due_on": "2026-12-05", "days_left": -3, "lead": "overdue:0"})
+        zh, en = render(event, "zh-CN"), render(event, "en")
+        assert zh.subject == "2 项计量标准考核证书已于 2026-12-01 起陆续到期，计量标准不可使用，请尽快申请复查"
+        assert "您负责的以下计量标准的考核证书已过期：这些计量标准现不可使用、不可预约" in zh.text
+        assert en.subject == ("2 assessment certificates expired from 2026-12-01: the standards cannot be used, "
+                              "apply for re-examination now")
+        assert "in your care, have expired: these standards can be neither used nor booked" in en.text
+
+    def test_certificates_all_upcoming_past_the_first_deadline_say_the_earliest(self):
+        event = self.with_items({"name": "标准甲", "due_on": "2027-05-08", "days_left": 151, "lead": "180"},
+                                {"name": "标准乙", "due_on": "2027-07-06", "days_left": 210, "lead": "210"})
+        zh, en = render(event, "zh-CN"), render(event, "en")
+        assert zh.subject == ("2 项计量标准考核证书最早将于 2027-05-08 到期，"
+                              "申请复查的截止日 2026-11-09 已过，请立即申请")
+        assert "您负责的以下计量标准的考核证书即将到期。" in zh.text
+        assert en.subject == ("2 assessment certificates expire from 2027-05-08: the deadline to apply for "
+                              "re-examination (2026-11-09) has passed, apply now")
+
+
 class TestEscaping:
     def test_html_escapes_what_the_event_and_the_core_supply(self):
         event = sample(PREFIX + "recalibration.due_soon")
