@@ -12,12 +12,17 @@ One round (:meth:`Dispatcher.run_once`):
    transaction (an SMTP server or a webhook receiver may take its time; no row lock is held).
 3. **record** (a new transaction): one :class:`DeliveryAttempt` per notification, and its status:
    delivered -> ``sent`` (+ ``notification.sent``); failed -> ``failed`` with the next attempt after an
-   exponential backoff with full jitter, capped (+ ``notification.failed``); failed and not worth
-   retrying, or out of attempts -> ``dead`` (+ ``notification.failed``).
+   exponential backoff with jitter, capped (+ ``notification.failed``); failed and not worth
+   retrying, or out of attempts -> ``dead`` (+ ``notification.failed``). A sender that reports each
+   outcome as it has it (``send_each``, as both channels' senders do) has them recorded while the
+   batch goes on, ``record_every`` (10) at a time, rather than the whole batch at the end.
 
-A crash between 2 and 3 leaves the rows claimed: they are sent again once the claim expires
-(at-least-once; a webhook receiver deduplicates by ``webhook-id``). The claim must therefore
-outlast the slowest batch the sender can take: ``claim_seconds`` is set per channel in the worker.
+A crash between sending and recording leaves the rows claimed: they are sent again once the claim
+expires (at-least-once; receivers deduplicate by ``Message-ID`` or ``webhook-id``). Recording as the
+batch goes keeps that to the outcomes not yet recorded when the worker died: at most ``record_every``
+emails, or that many webhooks and those in flight. The claim must outlast the slowest batch the sender
+can take: ``claim_seconds`` is set per channel (``NOTIFIER_EMAIL_CLAIM_SECONDS``,
+``NOTIFIER_WEBHOOK_CLAIM_SECONDS``).
 
 The email and webhook channels have their own dispatchers (and threads), so a slow or dead webhook
 receiver never holds back email. Within the webhook channel a dead receiver backs off exponentially
@@ -31,6 +36,8 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -53,10 +60,16 @@ class AlreadySent(Exception):
 
 
 def retry_delay(attempts: int, base: float, maximum: float, rng: random.Random | None = None) -> float:
-    """Seconds to wait after the ``attempts``-th failed attempt: full jitter, uniform in
-    [0, min(maximum, base * 2^(attempts-1))] (AWS Architecture Blog, "Exponential Backoff And Jitter")."""
+    """Seconds to wait after the ``attempts``-th failed attempt: equal jitter, uniform in [c/2, c] with
+    c = min(maximum, base * 2^(attempts-1)) (AWS Architecture Blog, "Exponential Backoff And Jitter").
+
+    The floor makes the attempts of one notification take time, whatever the draw: with the defaults
+    (base 2 s, 8 attempts) the last comes at least 127 s after the first, so an SMTP server or a
+    receiver that is away for a minute never makes a notification ``dead``. Full jitter (from 0)
+    could spend all 8 attempts within seconds.
+    """
     ceiling = min(maximum, base * 2 ** max(0, min(attempts - 1, 60)))
-    return (rng or random).uniform(0, ceiling)
+    return (rng or random).uniform(ceiling / 2, ceiling)
 
 
 def retry(session: Session, notification: Notification) -> Notification:
@@ -87,6 +100,7 @@ class Dispatcher:
         base_delay: float = 2.0,
         max_delay: float = 3600.0,
         claim_seconds: float = 120.0,
+        record_every: int = 10,
         name: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -94,6 +108,8 @@ class Dispatcher:
             raise ValueError("batch_size must be at least 1")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if record_every < 1:
+            raise ValueError("record_every must be at least 1")
         self.database = database
         self.sender = sender
         self.channel = channel
@@ -103,6 +119,7 @@ class Dispatcher:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.claim_seconds = claim_seconds
+        self.record_every = record_every
         self.name = name or f"notifier.{channel}"
         self._rng = rng or random.Random()
         #: Counters, for tests and logs.
@@ -120,8 +137,14 @@ class Dispatcher:
         batch = self.claim()
         if not batch:
             return 0
-        outcomes = self._send(batch)
-        self.record(batch, outcomes)
+        send_each = getattr(self.sender, "send_each", None)
+        if send_each is None:
+            counts = self.record(batch, self._send(batch))
+        else:
+            counts = self._send_and_record_each(batch, send_each)
+        if counts["failed"] or counts["dead"]:
+            log.warning("%s: %d sent, %d failed (will retry), %d dead", self.name, counts["sent"], counts["failed"],
+                        counts["dead"])
         return len(batch)
 
     def claim(self) -> list[Notification]:
@@ -170,14 +193,46 @@ class Dispatcher:
         log.debug("%s: sent a batch of %d in %.3f s", self.name, len(batch), time.perf_counter() - started)
         return outcomes
 
-    def record(self, batch: list[Notification], outcomes: list[Outcome]) -> None:
-        """Record the attempt of each notification and its new status, with the events they cause."""
+    def _send_and_record_each(self, batch: list[Notification],
+                              send_each: Callable[[list[Notification]], Iterator[tuple[int, Outcome]]]) -> Counter:
+        """Record the outcomes as the sender yields them (``(index in batch, outcome)``), ``record_every`` at
+        a time: one transaction per outcome would cost several times the sending of a local email."""
+        counts: Counter = Counter()
+        unreported = dict(enumerate(batch))
+        done: list[tuple[Notification, Outcome]] = []
+        outcomes = send_each(batch)
+        failure = "the sender returned no outcome for this notification"
+        while unreported:
+            try:
+                index, outcome = next(outcomes)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - a sender bug or a lost connection fails the rest, not the worker
+                log.exception("%s: the %s sender failed a batch of %d", self.name, self.channel, len(batch))
+                failure = f"{type(exc).__name__}: {exc}"[:2000]
+                break
+            notification = unreported.pop(index, None)
+            if notification is not None:
+                done.append((notification, outcome))
+                if len(done) >= self.record_every:
+                    counts += self.record(*map(list, zip(*done, strict=True)))
+                    done = []
+        if unreported:
+            log.error("%s: no outcome for %d of a batch of %d", self.name, len(unreported), len(batch))
+            done += [(notification, Outcome(ok=False, error=failure)) for notification in unreported.values()]
+        if done:
+            counts += self.record(*map(list, zip(*done, strict=True)))
+        return counts
+
+    def record(self, batch: list[Notification], outcomes: list[Outcome]) -> Counter:
+        """Record the attempt of each notification and its new status, with the events they cause;
+        returns how many became sent, failed and dead."""
         now = utcnow()
         ids = [notification.id for notification in batch]
         query = select(Notification).where(Notification.id.in_(ids)).options(lazyload(Notification.attempts_log))
         if self.database.is_postgres:
             query = query.with_for_update()
-        counts = {"sent": 0, "failed": 0, "dead": 0}
+        counts: Counter = Counter()
         with self.database.transaction() as session:
             rows = {row.id: row for row in session.scalars(query)}
             for sent, outcome in zip(batch, outcomes, strict=True):
@@ -190,9 +245,7 @@ class Dispatcher:
         self.sent_count += counts["sent"]
         self.failed_count += counts["failed"]
         self.dead_count += counts["dead"]
-        if counts["failed"] or counts["dead"]:
-            log.warning("%s: %d sent, %d failed (will retry), %d dead", self.name, counts["sent"], counts["failed"],
-                        counts["dead"])
+        return counts
 
     def _apply(self, session: Session, row: Notification, sent: Notification, outcome: Outcome,
                now: dt.datetime) -> str | None:

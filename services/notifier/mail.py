@@ -22,7 +22,7 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -366,8 +366,13 @@ class EmailSender:
         return getattr(self._transport, "connections", 0)
 
     def send(self, notifications: list[Notification]) -> list[Outcome]:
+        return [outcome for _, outcome in self.send_each(notifications)]
+
+    def send_each(self, notifications: list[Notification]) -> Iterator[tuple[int, Outcome]]:
+        """One after another on one connection, yielding ``(index, outcome)`` as each is done."""
         self._transport.begin_batch()
-        return [self._send_one(notification) for notification in notifications]
+        for index, notification in enumerate(notifications):
+            yield index, self._send_one(notification)
 
     def _send_one(self, notification: Notification) -> Outcome:
         started = time.monotonic()

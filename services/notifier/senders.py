@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,4 +33,13 @@ class Sender(Protocol):
 
     def close(self) -> None:
         """Release connections held between batches."""
+        ...
+
+
+class StreamingSender(Sender, Protocol):
+    """A sender that can report each outcome as soon as it has it: the dispatcher then records each
+    delivery at once, so a worker that dies mid-batch sends again only what was in hand."""
+
+    def send_each(self, notifications: list[Notification]) -> Iterator[tuple[int, Outcome]]:
+        """Deliver each notification, yielding ``(index in notifications, outcome)`` as each is done."""
         ...

@@ -22,7 +22,8 @@ import socket
 import ssl
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -82,6 +83,14 @@ class WebhookSender:
 
     def send(self, notifications: list[Notification]) -> list[Outcome]:
         """Deliver each notification to its endpoint; outcomes in the same order. Never raises."""
+        outcomes: list[Outcome | None] = [None] * len(notifications)
+        for index, outcome in self.send_each(notifications):
+            outcomes[index] = outcome
+        return outcomes
+
+    def send_each(self, notifications: list[Notification]) -> Iterator[tuple[int, Outcome]]:
+        """Deliver each notification to its endpoint, yielding ``(index, outcome)`` as each delivery ends
+        (in the order they end). Never raises."""
         deliveries: list[_Delivery | Outcome] = []
         for notification in notifications:
             try:  # read in the caller's thread: ORM objects are not for sharing across threads
@@ -94,10 +103,13 @@ class WebhookSender:
             endpoints = self._endpoints(wanted)
         except Exception as exc:  # noqa: BLE001 - the database may be away; try again later
             failure = Outcome(ok=False, error=_short(f"webhook endpoints could not be read: {exc}"))
-            return [d if isinstance(d, Outcome) else failure for d in deliveries]
-        futures = [None if isinstance(d, Outcome) else
-                   self._pool.submit(self._deliver, d, endpoints.get(d.endpoint_id)) for d in deliveries]
-        return [d if future is None else future.result() for d, future in zip(deliveries, futures, strict=True)]
+            yield from ((i, d if isinstance(d, Outcome) else failure) for i, d in enumerate(deliveries))
+            return
+        futures = {self._pool.submit(self._deliver, d, endpoints.get(d.endpoint_id)): index
+                   for index, d in enumerate(deliveries) if isinstance(d, _Delivery)}
+        yield from ((i, d) for i, d in enumerate(deliveries) if isinstance(d, Outcome))
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -20,10 +20,8 @@ from shared.messaging.consumer import Consumer
 from shared.messaging.relay import OutboxRelay
 from shared.messaging.worker import run_components
 
-#: A batch of webhooks may wait on several slow receivers (each with its own timeout): its claim is
-#: longer, so that another worker does not send the same deliveries again meanwhile.
+#: Webhooks go out in smaller batches than email: each delivery may wait on a slow receiver.
 WEBHOOK_BATCH_SIZE = 20
-WEBHOOK_CLAIM_SECONDS = 300
 
 
 def components(settings: Settings, database: Database, email_sender: Sender, webhook_sender: Sender) -> list:
@@ -31,9 +29,10 @@ def components(settings: Settings, database: Database, email_sender: Sender, web
         OutboxRelay(database, OutboxMessage, settings.amqp_url, name="notifier.relay"),
         Consumer(database, InboxMessage, settings.amqp_url, events.QUEUE, events.HANDLERS,
                  name=events.CONSUMER, schemas=events.NOTIFIER_SCHEMAS),
-        Dispatcher(database, email_sender, channel="email", name="notifier.email"),
+        Dispatcher(database, email_sender, channel="email", name="notifier.email",
+                   claim_seconds=settings.email_claim_seconds),
         Dispatcher(database, webhook_sender, channel="webhook", name="notifier.webhook",
-                   batch_size=WEBHOOK_BATCH_SIZE, claim_seconds=WEBHOOK_CLAIM_SECONDS),
+                   batch_size=WEBHOOK_BATCH_SIZE, claim_seconds=settings.webhook_claim_seconds),
     ]
 
 
