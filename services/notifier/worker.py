@@ -2,8 +2,8 @@
 
 Runs, each in its own thread: the outbox relay (``notification.sent`` / ``notification.failed``), the
 consumer of ``notifier.events`` (scheduler events -> notification rows; inventory organizations -> the
-read model), and one dispatcher per channel (email, webhook), so that a slow webhook receiver never
-holds back email.
+read model), one dispatcher per channel (email, webhook), so that a slow webhook receiver never
+holds back email, and the retention of the outbox and inbox.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from shared.db import Database
 from shared.logs import configure_logging
 from shared.messaging.consumer import Consumer
 from shared.messaging.relay import OutboxRelay
+from shared.messaging.retention import Retention
 from shared.messaging.worker import run_components
 
 #: Webhooks go out in smaller batches than email: each delivery may wait on a slow receiver.
@@ -33,6 +34,8 @@ def components(settings: Settings, database: Database, email_sender: Sender, web
                    claim_seconds=settings.email_claim_seconds),
         Dispatcher(database, webhook_sender, channel="webhook", name="notifier.webhook",
                    batch_size=WEBHOOK_BATCH_SIZE, claim_seconds=settings.webhook_claim_seconds),
+        Retention(database, OutboxMessage, InboxMessage, keep_days=settings.message_retention_days,
+                  name="notifier.retention"),
     ]
 
 
