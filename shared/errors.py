@@ -20,7 +20,11 @@ _LOCATIONS = {"json", "query", "querystring", "form", "files", "headers", "view_
 
 
 class ProblemSchema(ma.Schema):
-    """The error body of every 4xx/5xx answer."""
+    """The error body of every 4xx/5xx answer. It may carry further members (RFC 9457 extension members,
+    e.g. ``conflicts`` of a 409 or OAuth2's ``error``), so the spec allows them."""
+
+    class Meta:
+        unknown = ma.INCLUDE
 
     type = ma.fields.String(metadata={"description": "URI of the problem type (about:blank when generic)"})
     title = ma.fields.String(metadata={"description": "Short summary of the problem type"})

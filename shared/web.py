@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import flask_smorest
 import marshmallow as ma
 from flask import Flask, Response, current_app, g, jsonify, request
+from flask_smorest.pagination import PaginationMetadataSchema
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from sqlalchemy import Select, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
@@ -25,7 +26,7 @@ from shared.auth import TokenVerifier
 from shared.config import Settings
 from shared.context import correlation_id
 from shared.db import Database
-from shared.errors import Problem, ProblemSchema, not_found, register_error_handlers
+from shared.errors import PROBLEM_CONTENT_TYPE, Problem, ProblemSchema, not_found, register_error_handlers
 from shared.logs import configure_logging
 from shared.schemas import text_problem
 
@@ -38,10 +39,28 @@ HTTP_LATENCY = Histogram("refstd_http_request_duration_seconds", "HTTP request l
 
 
 class Api(flask_smorest.Api):
+    """flask-smorest's Api whose spec says what the service sends: errors as application/problem+json,
+    and X-Pagination as the JSON text it is (a header ``schema`` would mean comma-separated values)."""
+
     ERROR_SCHEMA = ProblemSchema
 
     def _register_error_handlers(self):
         register_error_handlers(self._app)
+
+    def _register_responses(self):
+        # The error responses (DEFAULT_ERROR, UNPROCESSABLE_ENTITY...) are documented in the default
+        # content type, which stays application/json for the success responses.
+        self.DEFAULT_RESPONSE_CONTENT_TYPE = PROBLEM_CONTENT_TYPE
+        try:
+            super()._register_responses()
+        finally:
+            del self.DEFAULT_RESPONSE_CONTENT_TYPE
+
+    def _register_pagination_header(self):
+        self.spec.components.header("PAGINATION", {
+            "description": "Pagination metadata, as JSON",
+            "content": {"application/json": {"schema": PaginationMetadataSchema}},
+        }, lazy=True)
 
 
 BODY_NOT_JSON = "Invalid JSON body."
@@ -84,8 +103,8 @@ def _needs_a_body(schema: ma.Schema) -> bool:
 
 
 class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest blueprint with the contract's paging (page_size 50 by default, 500 at most) and the
-    hardened body parser.
+    """flask-smorest blueprint with the contract's paging (page_size 50 by default, 500 at most), the
+    hardened body parser, and problems documented as application/problem+json.
 
     Pages are bounded: a page starting beyond ``MAX_FIRST_ITEM`` is served as the page just past that
     bound, which is as empty as the one asked for (X-Pagination names no page beyond the last one), so
@@ -109,6 +128,14 @@ class Blueprint(flask_smorest.Blueprint):
             return paginate(bounded)
 
         return decorator
+
+    def alt_response(self, status_code, response=None, *, schema=None, content_type=None, **kwargs):
+        """flask-smorest's ``alt_response``; a problem (a ``ProblemSchema``) is documented as
+        application/problem+json, the content type every problem is sent with."""
+        problem = isinstance(schema, ProblemSchema) or (isinstance(schema, type) and issubclass(schema, ProblemSchema))
+        if content_type is None and problem:
+            content_type = PROBLEM_CONTENT_TYPE
+        return super().alt_response(status_code, response, schema=schema, content_type=content_type, **kwargs)
 
 
 def create_service_app(settings: Settings, *, title: str, description: str, database: Database,

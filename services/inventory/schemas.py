@@ -166,8 +166,8 @@ class EquipmentSchema(Resource):
     model = fields.String(validate=validate.Length(max=100), allow_none=True)
     serial_number = fields.String(validate=validate.Length(max=100), allow_none=True)
     calibration_interval_months = _whole_number(1, 240, allow_none=True)
-    last_calibrated_on = fields.Date(dump_only=True)
-    due_on = fields.Date(dump_only=True)
+    last_calibrated_on = fields.Date(dump_only=True, allow_none=True)
+    due_on = fields.Date(dump_only=True, allow_none=True)
     state = fields.String(dump_only=True, metadata={"description": "ok | due_soon | overdue | never_calibrated"})
 
 
@@ -250,7 +250,7 @@ class CalibrationSchema(Schema):
     as_left = fields.String(validate=validate.Length(max=2000), allow_none=True)
     uncertainty = fields.String(validate=validate.Length(max=200), allow_none=True)
     valid_until = fields.Date(allow_none=True)
-    next_due_on = fields.Date(dump_only=True)
+    next_due_on = fields.Date(dump_only=True, allow_none=True)
     notes = fields.String(validate=validate.Length(max=2000), allow_none=True)
     corrects_id = fields.String(allow_none=True, metadata={"description": "The record this one corrects"})
     recorded_by = fields.String(dump_only=True)
@@ -328,7 +328,7 @@ class VerificationSchema(Schema):
     result = fields.String(required=True, validate=validate.OneOf(VERIFICATION_RESULTS))
     certificate_number = _line(100, allow_none=True)
     standard_id = fields.String(allow_none=True, metadata={"description": "The standard used, if any"})
-    next_due_on = fields.Date(dump_only=True)
+    next_due_on = fields.Date(dump_only=True, allow_none=True)
     notes = fields.String(validate=[validate.Length(max=2000), MULTI_LINE], allow_none=True)
     corrects_id = fields.String(allow_none=True)
     recorded_by = fields.String(dump_only=True)
