@@ -95,3 +95,14 @@ class NoControlCharacters(ma.validate.Validator):
         if any(unicodedata.category(char) == "Cc" and char not in self.allow for char in value):
             raise ma.ValidationError(self.error)
         return value
+
+
+class JsonBoolean(ma.fields.Boolean):
+    """A boolean in a JSON body: ``true`` or ``false`` only. ``fields.Boolean`` also takes 1, "yes", "on"
+    and the like, which suits query strings (all text) but lets a client's type error through in JSON."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+

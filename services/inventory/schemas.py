@@ -10,7 +10,7 @@ from __future__ import annotations
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
 from services.inventory import domain
-from shared.schemas import NoControlCharacters
+from shared.schemas import JsonBoolean, NoControlCharacters
 from shared.schemas import Schema as Schema
 from shared.timeutil import institute_today
 
@@ -74,7 +74,7 @@ class OrganizationSchema(Resource):
     contacts = fields.List(fields.Nested(ContactSchema), load_default=list, validate=validate.Length(max=50))
     address = fields.String(validate=validate.Length(max=300), allow_none=True)
     industry_chains = fields.List(_text(100), load_default=list, validate=validate.Length(max=50))
-    alliance_member = fields.Boolean(load_default=False)
+    alliance_member = JsonBoolean(load_default=False)
 
     @validates("credit_code")
     def _credit_code(self, value, **_):
@@ -181,8 +181,8 @@ class StandardSchema(Resource):
     uncertainty = fields.String(validate=validate.Length(max=200), allow_none=True)
     accuracy_class = fields.String(validate=validate.Length(max=60), allow_none=True)
     assessment_certificate = fields.Nested(AssessmentCertificateSchema, allow_none=True)
-    public = fields.Boolean(load_default=True)
-    bookable = fields.Boolean(load_default=True)
+    public = JsonBoolean(load_default=True)
+    bookable = JsonBoolean(load_default=True)
     lab = fields.String(validate=validate.Length(max=200), allow_none=True)
     custodian = fields.Nested(CustodianSchema, allow_none=True)
     industries = fields.List(_text(100), load_default=list, validate=validate.Length(max=50))
@@ -295,7 +295,7 @@ class InstrumentSchema(Resource):
     serial_number = _line(100, min_length=1, required=True)
     regulation = _line(100, allow_none=True,
                        metadata={"description": "Verification regulation, e.g. JJG 52-2013"})
-    mandatory = fields.Boolean(load_default=False, metadata={"description": "强制检定"})
+    mandatory = JsonBoolean(load_default=False, metadata={"description": "强制检定"})
     interval_months = _whole_number(1, 120, required=True,
                                     metadata={"description": "Verification interval in months (1-120)"})
     last_verified_on = fields.Date(allow_none=True, validate=_not_in_future,

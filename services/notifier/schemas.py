@@ -6,6 +6,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from services.notifier.models import CHANNELS, STATUSES
+from shared.schemas import JsonBoolean
 
 LOCALES = ("zh-CN", "en")
 
@@ -79,8 +80,8 @@ class WebhookCreatedSchema(WebhookSchema):
 class PreferencesSchema(Schema):
     organization_id = fields.String(dump_only=True)
     locale = fields.String(load_default="zh-CN", validate=validate.OneOf(LOCALES))
-    email = fields.Boolean(load_default=True)
-    webhook = fields.Boolean(load_default=True)
+    email = JsonBoolean(load_default=True)
+    webhook = JsonBoolean(load_default=True)
     muted_event_types = fields.List(fields.String(validate=validate.Length(min=1, max=200)), load_default=list,
                                     validate=validate.Length(max=100))
     version = fields.Integer(dump_only=True)

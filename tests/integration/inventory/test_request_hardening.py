@@ -349,3 +349,37 @@ def test_dates_in_the_future_are_named(client, admin, world):
                     body={"verified_on": tomorrow, "result": "pass"})
     body = assert_problem(response, 422, "verified_on")
     assert "future" in body["errors"]["verified_on"][0]
+
+
+# Boolean fields of JSON bodies: a JSON body has true and false; 0, 1, "yes" and "true" are type errors.
+BOOLEAN_BODIES = [
+    ("POST", "/organizations", {"name": "示例大学", "kind": "university"}, "alliance_member"),
+    ("POST", "/standards", {"code": "ZB-T-003", "name": "n", "discipline": "thermal", "measurand": "t"}, "bookable"),
+    ("PATCH", "/standards/{standard}", {}, "public"),
+    ("POST", "/instruments",
+     {"organization_id": "{organization}", "name": "电子秤", "category": "秤", "serial_number": "C-2",
+      "interval_months": 12}, "mandatory"),
+]
+
+
+class TestJsonBooleans:
+    @pytest.mark.parametrize("value", [0, 1, "yes", "true", None], ids=["0", "1", "yes", "true-string", "null"])
+    @pytest.mark.parametrize(("method", "path", "body", "field"), BOOLEAN_BODIES,
+                             ids=[f"{m} {p} {f}" for m, p, _, f in BOOLEAN_BODIES])
+    def test_anything_but_true_or_false_is_refused_and_changes_nothing(
+            self, client, admin, world, snapshot, method, path, body, field, value):
+        before = snapshot()
+        headers = dict(admin)
+        if method == "PATCH":
+            headers["If-Match"] = client.get(f"{API}{fill(path, world)}", headers=admin).headers["ETag"]
+        response = send(client, headers, method, path, world, body={**fill(body, world), field: value})
+        assert_problem(response, 422, field)
+        assert snapshot() == before
+
+    def test_true_and_false_are_taken(self, client, admin, world):
+        for value in (False, True):
+            body = {"code": f"ZB-B-{value}", "name": "n", "discipline": "thermal", "measurand": "t",
+                    "bookable": value}
+            response = client.post(f"{API}/standards", json=body, headers=admin)
+            assert response.status_code == 201, response.get_json()
+            assert response.get_json()["bookable"] is value

@@ -99,6 +99,8 @@ class TestWrite:
     @pytest.mark.parametrize(("body", "field"), [
         ({"locale": "fr"}, "locale"),
         ({"email": "sometimes"}, "email"),
+        ({"email": 0}, "email"),
+        ({"webhook": "yes"}, "webhook"),
         ({"webhook": None}, "webhook"),
         ({"muted_event_types": "refstd.scheduler.booking.*"}, "muted_event_types"),
         ({"muted_event_types": ["booking.reminder"]}, "muted_event_types"),
