@@ -16,6 +16,7 @@ replicas get their own ports (``<SERVICE>_PORT``); output goes to ``<log_dir>/<n
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import random
@@ -53,6 +54,18 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError(f"no free port in {_PORTS}")
+
+
+#: Process groups started and not yet stopped: killed when this interpreter exits, so that a test run
+#: that ends without its fixtures' teardown (an interrupted pytest) leaves no processes behind.
+_RUNNING: set[int] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for group in list(_RUNNING):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
 
 
 def procfile_entries(path: Path = PROCFILE) -> dict[str, str]:
@@ -103,6 +116,7 @@ class Process:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
         log.close()
+        _RUNNING.add(self.popen.pid)
         self.starts += 1
 
     def signal(self, signum: int) -> None:
@@ -114,10 +128,12 @@ class Process:
         if self.alive:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(10)
+        self._forget()
 
     def stop(self, timeout: float = 15) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds."""
         if not self.alive:
+            self._forget()
             return
         self.signal(signal.SIGTERM)
         try:
@@ -128,6 +144,11 @@ class Process:
             # gunicorn's workers leave with their master; anything left of the group goes now.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
+        self._forget()
+
+    def _forget(self) -> None:
+        if self.popen is not None:
+            _RUNNING.discard(self.popen.pid)
 
     def pids(self) -> list[int]:
         """The process and its children (a gunicorn master and its workers)."""

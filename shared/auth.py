@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import threading
@@ -26,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from flask import g, request
 
 from shared.errors import Problem
+
+log = logging.getLogger(__name__)
 
 ROLES = ("admin", "lab_staff", "enterprise", "partner")
 ISSUER = "refstd-inventory"
@@ -128,23 +131,27 @@ class TokenSigner:
 class TokenVerifier:
     """Verifies tokens with the key their ``kid`` names: from the keys given, or from the issuer's JWKS.
 
-    With a JWKS URL the keys are fetched at the first token, and again when a token names a key not
-    seen yet (a rotation), at most once per ``refetch_seconds`` so that forged ``kid`` values cannot make
-    the service hammer the issuer.
+    With a JWKS URL the keys are fetched at the first token; again when a token names a key not seen yet
+    (a rotation), at most once per ``refetch_seconds`` so that forged ``kid`` values cannot make the
+    service hammer the issuer; and again once they are ``max_age`` seconds old (the JWKS's own
+    Cache-Control), so that a key the issuer stopped publishing stops being trusted. When the issuer
+    cannot be reached, the keys already fetched stay in use.
     """
 
     def __init__(self, public_key_pem: str | None = None, jwks_url: str | None = None, *,
-                 public_keys: Iterable[Ed25519PublicKey] = (), refetch_seconds: float = 30.0) -> None:
+                 public_keys: Iterable[Ed25519PublicKey] = (), refetch_seconds: float = 30.0,
+                 max_age: float = 300.0) -> None:
         keys = [*load_public_keys(public_key_pem), *public_keys]
         if not keys and not jwks_url:
             raise ValueError("a public key or a JWKS URL is needed to verify tokens")
         self._keys: dict[str, Ed25519PublicKey] | None = {key_id(k): k for k in keys} if keys else None
         self._jwks_url = jwks_url
         self._refetch_seconds = refetch_seconds
-        self._fetched_at = float("-inf")
+        self._max_age = max_age
+        self._fetched_at = float("-inf")  # the last attempt, successful or not
         self._lock = threading.Lock()
 
-    def _fetch(self) -> None:
+    def _fetch(self) -> dict[str, Ed25519PublicKey]:
         response = requests.get(self._jwks_url, timeout=5)
         response.raise_for_status()
         keys = {}
@@ -153,16 +160,22 @@ class TokenVerifier:
                 keys[jwk.get("kid") or jwk["x"][:16]] = jwt.algorithms.OKPAlgorithm.from_jwk(json.dumps(jwk))
         if not keys:
             raise ValueError("the JWKS holds no Ed25519 key")
-        self._keys = keys
-        self._fetched_at = time.monotonic()
+        return keys
 
     def _key_for(self, kid: str | None):
         """The key named ``kid`` (a token without one: the only key, if there is only one)."""
         with self._lock:
-            unknown = self._keys is not None and kid not in self._keys and self._jwks_url is not None
-            if self._keys is None or (
-                    unknown and time.monotonic() - self._fetched_at >= self._refetch_seconds):
-                self._fetch()
+            if self._jwks_url is not None:
+                age = time.monotonic() - self._fetched_at
+                if (self._keys is None or age >= self._max_age
+                        or (kid not in self._keys and age >= self._refetch_seconds)):
+                    self._fetched_at = time.monotonic()
+                    try:
+                        self._keys = self._fetch()
+                    except (requests.RequestException, KeyError, ValueError, TypeError):
+                        if self._keys is None:
+                            raise
+                        log.warning("the token issuer's JWKS could not be fetched; keeping the keys known")
             keys = self._keys
         if kid is None and len(keys) == 1:
             return next(iter(keys.values()))

@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import threading
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, tuple_
 
 from shared.db import Database
 from shared.timeutil import utcnow
@@ -27,23 +27,34 @@ log = logging.getLogger(__name__)
 BATCH = 5000
 
 
-def purge_sent_outbox(database: Database, model: type, older_than: dt.timedelta, batch: int = BATCH) -> int:
+def purge_sent_outbox(database: Database, model: type, older_than: dt.timedelta, batch: int = BATCH,
+                      stop: threading.Event | None = None) -> int:
     """Delete outbox rows sent more than ``older_than`` ago (never an unsent row); returns how many."""
     cutoff = utcnow() - older_than
+    chosen = select(model.seq).where(model.sent_at.is_not(None), model.sent_at < cutoff).limit(batch)
+    return _in_batches(database, delete(model).where(model.seq.in_(chosen)), batch, stop)
+
+
+def purge_inbox(database: Database, model: type, older_than: dt.timedelta, batch: int = BATCH,
+                stop: threading.Event | None = None) -> int:
+    """Delete inbox rows recorded more than ``older_than`` ago; returns how many."""
+    key = tuple_(model.message_id, model.consumer)
+    chosen = (select(model.message_id, model.consumer)
+              .where(model.processed_at < utcnow() - older_than).limit(batch))
+    return _in_batches(database, delete(model).where(key.in_(chosen)), batch, stop)
+
+
+def _in_batches(database: Database, statement, batch: int, stop: threading.Event | None) -> int:
+    """Run a DELETE of at most ``batch`` rows, each time in its own transaction, until it deletes fewer
+    (or ``stop`` is set: a worker told to stop does not finish a long first purge first)."""
     total = 0
-    while True:
+    while stop is None or not stop.is_set():
         with database.transaction() as session:
-            chosen = select(model.seq).where(model.sent_at.is_not(None), model.sent_at < cutoff).limit(batch)
-            deleted = session.execute(delete(model).where(model.seq.in_(chosen))).rowcount
+            deleted = session.execute(statement).rowcount
         total += deleted
         if deleted < batch:
-            return total
-
-
-def purge_inbox(database: Database, model: type, older_than: dt.timedelta) -> int:
-    """Delete inbox rows recorded more than ``older_than`` ago; returns how many."""
-    with database.transaction() as session:
-        return session.execute(delete(model).where(model.processed_at < utcnow() - older_than)).rowcount
+            break
+    return total
 
 
 class Retention:
@@ -61,10 +72,12 @@ class Retention:
         self.first_delay = first_delay
         self.name = name
 
-    def run_once(self) -> tuple[int, int]:
+    def run_once(self, stop: threading.Event | None = None) -> tuple[int, int]:
         """(outbox rows, inbox rows) deleted."""
-        sent = purge_sent_outbox(self.database, self.outbox_model, self.keep)
-        seen = purge_inbox(self.database, self.inbox_model, self.keep) if self.inbox_model is not None else 0
+        sent = purge_sent_outbox(self.database, self.outbox_model, self.keep, stop=stop)
+        seen = 0
+        if self.inbox_model is not None:
+            seen = purge_inbox(self.database, self.inbox_model, self.keep, stop=stop)
         if sent or seen:
             log.info("%s: deleted %s sent outbox rows and %s inbox rows older than %s", self.name, sent, seen,
                      self.keep)
@@ -74,7 +87,7 @@ class Retention:
         delay = self.first_delay
         while not stop.wait(delay):
             try:
-                self.run_once()
+                self.run_once(stop)
             except Exception:  # noqa: BLE001 - a failed purge is retried at the next round, never fatal
                 log.exception("%s: purge failed; trying again in %s s", self.name, self.interval)
             delay = self.interval

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -26,11 +27,15 @@ class JwksServer:
     def __init__(self) -> None:
         self.signers: list[TokenSigner] = []
         self.fetches = 0
+        self.failing = False
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - the http.server protocol
                 server.fetches += 1
+                if server.failing:
+                    self.send_error(503)
+                    return
                 body = json.dumps({"keys": [k for s in server.signers for k in s.jwks()["keys"]]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -80,6 +85,43 @@ def test_unknown_keys_do_not_make_the_verifier_fetch_on_every_request(jwks_serve
             verifier.verify(stranger.issue("intruder", "admin", None))
         assert refused.value.status == 401
     assert jwks_server.fetches == 1  # within refetch_seconds of the last fetch an unknown kid fetches nothing
+
+
+def test_a_key_the_issuer_stopped_publishing_stops_being_trusted_once_the_keys_are_old(jwks_server):
+    old, new = TokenSigner(Ed25519PrivateKey.generate()), TokenSigner(Ed25519PrivateKey.generate())
+    jwks_server.signers = [new, old]
+    verifier = TokenVerifier(jwks_url=jwks_server.url, max_age=0.2)
+    old_token = old.issue("c1", "admin", None)
+    assert verifier.verify(old_token).client_id == "c1"
+    jwks_server.signers = [new]  # the rotation's last step
+    time.sleep(0.3)
+    with pytest.raises(Problem) as refused:
+        verifier.verify(old_token)
+    assert refused.value.status == 401
+    assert verifier.verify(new.issue("c2", "admin", None)).client_id == "c2"
+
+
+def test_while_the_issuer_is_down_known_keys_still_verify_and_unknown_ones_are_401(jwks_server):
+    known, stranger = TokenSigner(Ed25519PrivateKey.generate()), TokenSigner(Ed25519PrivateKey.generate())
+    jwks_server.signers = [known]
+    verifier = TokenVerifier(jwks_url=jwks_server.url, refetch_seconds=300, max_age=2)
+    verifier.verify(known.issue("c1", "admin", None))
+    jwks_server.failing = True
+    time.sleep(2.1)  # the keys are old: the next token makes the verifier try the issuer again
+    assert verifier.verify(known.issue("c2", "admin", None)).client_id == "c2"
+    for _ in range(3):
+        with pytest.raises(Problem) as refused:
+            verifier.verify(stranger.issue("intruder", "admin", None))
+        assert refused.value.status == 401
+    assert jwks_server.fetches == 2  # the first fetch and one failed attempt, not one per request
+
+
+def test_without_any_key_yet_an_unreachable_issuer_is_503(jwks_server):
+    jwks_server.failing = True
+    verifier = TokenVerifier(jwks_url=jwks_server.url)
+    with pytest.raises(Problem) as refused:
+        verifier.verify(TokenSigner(Ed25519PrivateKey.generate()).issue("c1", "admin", None))
+    assert refused.value.status == 503
 
 
 def test_several_pem_keys_are_all_trusted_and_nothing_else():

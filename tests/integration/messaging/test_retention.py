@@ -6,10 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from shared.messaging.inbox import claim
-from shared.messaging.retention import Retention, purge_sent_outbox
+from shared.messaging.retention import Retention, purge_inbox, purge_sent_outbox
 from shared.timeutil import utcnow
 
 from .support import InboxMessage, OutboxMessage, Running, add_events, wait_until
@@ -56,8 +56,28 @@ def test_a_large_backlog_is_deleted_in_several_short_transactions(db):
     with db.Session() as session:
         seqs = session.scalars(select(OutboxMessage.seq)).all()
     age_sent(db, 10, seqs)
+    with db.transaction() as session:
+        for index in range(25):
+            claim(session, InboxMessage, f"old-{index}", "test.consumer")
+        session.execute(update(InboxMessage).values(processed_at=utcnow() - dt.timedelta(days=8)))
+    commits = []
+    event.listen(db.engine, "commit", lambda _conn: commits.append(1))
     assert purge_sent_outbox(db, OutboxMessage, dt.timedelta(days=7), batch=10) == 25
-    assert count(db, OutboxMessage) == 0
+    assert len(commits) == 3  # 10, 10 and 5 rows
+    assert purge_inbox(db, InboxMessage, dt.timedelta(days=7), batch=10) == 25
+    assert len(commits) == 6
+    assert count(db, OutboxMessage) == count(db, InboxMessage) == 0
+
+
+def test_a_worker_told_to_stop_does_not_start_another_batch(db):
+    add_events(db, 5, "refstd.test.retention.done")
+    with db.Session() as session:
+        seqs = session.scalars(select(OutboxMessage.seq)).all()
+    age_sent(db, 10, seqs)
+    stop = threading.Event()
+    stop.set()
+    assert purge_sent_outbox(db, OutboxMessage, dt.timedelta(days=7), batch=2, stop=stop) == 0
+    assert count(db, OutboxMessage) == 5
 
 
 def test_the_worker_component_purges_on_its_own_and_stops_when_told(db):
