@@ -38,24 +38,22 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import requests
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.http_load import BookingScenario, LoadProcess, Result, Scenario, combine
 from bench.support import POSTGRES_URL, RABBITMQ, fresh_database, fresh_vhost
 from scripts.system import SERVICES, System
-from shared.auth import TokenSigner, public_pem
+from shared.auth import TokenSigner, private_pem, public_pem
 
 INSTITUTE_TZ = ZoneInfo("Asia/Shanghai")
 BOOKING_HORIZON_DAYS = 1800  # the API accepts bookings starting up to 1825 days ahead
 
 
 def system_env(amqp_url: str, databases: dict[str, str], var_dir: str, key: Ed25519PrivateKey) -> dict[str, str]:
-    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()).decode()
+    key_pem = private_pem(key)
     env = {f"{service.upper()}_DATABASE_URL": url for service, url in databases.items()}
     env.update(AMQP_URL=amqp_url, REFSTD_VAR_DIR=var_dir, DEMO_DATA="0", INSTITUTE_TZ=str(INSTITUTE_TZ),
-               JWT_PRIVATE_KEY=private_pem, JWT_PUBLIC_KEY=public_pem(key))
+               JWT_PRIVATE_KEY=key_pem, JWT_PUBLIC_KEY=public_pem(key))
     return env
 
 

@@ -60,8 +60,7 @@ def load_or_create_private_key(pem: str | None, path: str) -> Ed25519PrivateKey:
         return serialization.load_pem_private_key(file.read_bytes(), password=None)
     key = Ed25519PrivateKey.generate()
     file.parent.mkdir(parents=True, exist_ok=True)
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    data = private_pem(key).encode()
     tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     tmp.chmod(0o600)
@@ -72,6 +71,12 @@ def load_or_create_private_key(pem: str | None, path: str) -> Ed25519PrivateKey:
     finally:
         tmp.unlink()
     return serialization.load_pem_private_key(file.read_bytes(), password=None)
+
+
+def private_pem(key: Ed25519PrivateKey) -> str:
+    """The private key as unencrypted PKCS#8 PEM (what JWT_PRIVATE_KEY and the key file hold)."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
 
 
 def public_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:

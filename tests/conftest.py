@@ -13,7 +13,6 @@ import uuid
 
 import psycopg
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -148,8 +147,9 @@ def signing_key():
 
 @pytest.fixture(scope="session")
 def signing_key_pem(signing_key) -> str:
-    return signing_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                     serialization.NoEncryption()).decode()
+    from shared.auth import private_pem
+
+    return private_pem(signing_key)
 
 
 @pytest.fixture

@@ -10,12 +10,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.inventory.app import create_app
 from services.inventory.manage import prepare_database
-from shared.auth import TokenSigner, TokenVerifier, load_public_keys, public_pem
+from shared.auth import TokenSigner, TokenVerifier, load_public_keys, private_pem, public_pem
 from shared.config import Settings
 from shared.db import Database
 from shared.errors import Problem
@@ -143,8 +142,7 @@ def test_the_inventory_accepts_and_publishes_the_previous_key_during_a_rotation(
     previous, current = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     database = Database(migrated_database_factory(db_backend, "inventory", prepare_database))
     settings = Settings("inventory", database_url=database.url)
-    settings.jwt_private_key = current.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    settings.jwt_private_key = private_pem(current)
     settings.jwt_trusted_public_keys = public_pem(previous)
     client = create_app(settings, database).test_client()
     try:

@@ -16,7 +16,6 @@ import uuid
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from sqlalchemy import MetaData, inspect, select, update
@@ -33,7 +32,7 @@ from services.scheduler import events as scheduler_events
 from services.scheduler import models as scheduler_models
 from services.scheduler.app import create_app as create_scheduler
 from services.scheduler.manage import prepare_database as prepare_scheduler
-from shared.auth import TokenSigner, public_pem
+from shared.auth import TokenSigner, private_pem, public_pem
 from shared.config import Settings
 from shared.db import Database
 from shared.messaging.inbox import claim
@@ -57,8 +56,7 @@ def create_apps(databases: dict[str, Database], signing_key: Ed25519PrivateKey) 
     the scheduler and the notifier verify them with its public key."""
     inventory = Settings("inventory", database_url=databases["inventory"].url, amqp_url=AMQP_URL,
                          institute_tz=INSTITUTE_TZ)
-    inventory.jwt_private_key = signing_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    inventory.jwt_private_key = private_pem(signing_key)
     inventory.bootstrap_client_id, inventory.bootstrap_client_secret = BOOTSTRAP
     apps = {"inventory": create_inventory(inventory, databases["inventory"])}
     for name, create in (("scheduler", create_scheduler), ("notifier", create_notifier)):
