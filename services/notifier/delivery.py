@@ -37,7 +37,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -137,11 +137,7 @@ class Dispatcher:
         batch = self.claim()
         if not batch:
             return 0
-        send_each = getattr(self.sender, "send_each", None)
-        if send_each is None:
-            counts = self.record(batch, self._send(batch))
-        else:
-            counts = self._send_and_record_each(batch, send_each)
+        counts = self._send_and_record(batch)
         if counts["failed"] or counts["dead"]:
             log.warning("%s: %d sent, %d failed (will retry), %d dead", self.name, counts["sent"], counts["failed"],
                         counts["dead"])
@@ -178,29 +174,27 @@ class Dispatcher:
         order = {notification_id: index for index, notification_id in enumerate(ids)}
         return sorted(rows, key=lambda row: order[row.id])
 
-    def _send(self, batch: list[Notification]) -> list[Outcome]:
-        started = time.perf_counter()
-        try:
+    def _outcomes(self, batch: list[Notification]) -> Iterator[tuple[int, Outcome]]:
+        """``(index in batch, outcome)`` as the sender has them: one by one from a streaming sender
+        (``send_each``), all at the end from one that only has ``send``."""
+        send_each = getattr(self.sender, "send_each", None)
+        if send_each is not None:
+            yield from send_each(batch)
+        else:
             outcomes = list(self.sender.send(batch))
-        except Exception as exc:  # noqa: BLE001 - a sender bug or a lost connection fails the batch, not the worker
-            log.exception("%s: the %s sender failed a batch of %d", self.name, self.channel, len(batch))
-            error = f"{type(exc).__name__}: {exc}"[:2000]
-            return [Outcome(ok=False, error=error) for _ in batch]
-        if len(outcomes) != len(batch):
-            log.error("%s: the %s sender returned %d outcomes for %d notifications", self.name, self.channel,
-                      len(outcomes), len(batch))
-            return [Outcome(ok=False, error="the sender returned no outcome for this notification") for _ in batch]
-        log.debug("%s: sent a batch of %d in %.3f s", self.name, len(batch), time.perf_counter() - started)
-        return outcomes
+            if len(outcomes) != len(batch):  # which notification each answers for is unknown: none counts
+                raise RuntimeError(f"the sender returned {len(outcomes)} outcomes for {len(batch)} notifications")
+            yield from enumerate(outcomes)
 
-    def _send_and_record_each(self, batch: list[Notification],
-                              send_each: Callable[[list[Notification]], Iterator[tuple[int, Outcome]]]) -> Counter:
-        """Record the outcomes as the sender yields them (``(index in batch, outcome)``), ``record_every`` at
-        a time: one transaction per outcome would cost several times the sending of a local email."""
+    def _send_and_record(self, batch: list[Notification]) -> Counter:
+        """Send, recording the outcomes as they come, ``record_every`` at a time: one transaction per
+        outcome would cost several times the sending of a local email. An outcome missing (the sender
+        failed or returned too few) is a retryable failure."""
+        started = time.perf_counter()
         counts: Counter = Counter()
         unreported = dict(enumerate(batch))
         done: list[tuple[Notification, Outcome]] = []
-        outcomes = send_each(batch)
+        outcomes = self._outcomes(batch)
         failure = "the sender returned no outcome for this notification"
         while unreported:
             try:
@@ -222,6 +216,7 @@ class Dispatcher:
             done += [(notification, Outcome(ok=False, error=failure)) for notification in unreported.values()]
         if done:
             counts += self.record(*map(list, zip(*done, strict=True)))
+        log.debug("%s: sent a batch of %d in %.3f s", self.name, len(batch), time.perf_counter() - started)
         return counts
 
     def record(self, batch: list[Notification], outcomes: list[Outcome]) -> Counter:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,11 +34,6 @@ class Sender(Protocol):
         """Release connections held between batches."""
         ...
 
-
-class StreamingSender(Sender, Protocol):
-    """A sender that can report each outcome as soon as it has it: the dispatcher then records each
-    delivery at once, so a worker that dies mid-batch sends again only what was in hand."""
-
-    def send_each(self, notifications: list[Notification]) -> Iterator[tuple[int, Outcome]]:
-        """Deliver each notification, yielding ``(index in notifications, outcome)`` as each is done."""
-        ...
+    # Optional: ``send_each(notifications) -> Iterator[tuple[int, Outcome]]`` yields ``(index, outcome)`` as
+    # each delivery is done, so the dispatcher records it at once and a worker that dies mid-batch sends
+    # again only what was in hand. Both real senders have it; without it, outcomes come at the end.
