@@ -8,36 +8,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import uuid
 
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tests.support import broker_vhost
+
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-RABBIT_HOST = os.environ.get("TEST_RABBITMQ_HOST", "127.0.0.1:5672")
 RUN_ID = uuid.uuid4().hex[:8]
-
-
-def _rabbitmqctl(*args: str) -> None:
-    result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        pytest.fail(
-            f"RabbitMQ is needed for these tests and `rabbitmqctl {' '.join(args)}` failed: "
-            f"{result.stderr.strip() or result.stdout.strip()}. Start it with `rabbitmq-server -detached`.",
-            pytrace=False,
-        )
 
 
 @pytest.fixture(scope="session")
 def amqp_url():
     """A fresh vhost on the real broker for this test run, deleted afterwards."""
-    vhost = f"refstd-test-{RUN_ID}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    yield f"amqp://guest:guest@{RABBIT_HOST}/{vhost}"
-    _rabbitmqctl("delete_vhost", vhost)
+    with broker_vhost(f"refstd-test-{RUN_ID}") as url:
+        yield url
 
 
 def _pg_admin():

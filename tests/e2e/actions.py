@@ -3,30 +3,30 @@ API clients for each role (created by an admin, tokens from the token endpoint),
 standards, CSV imports, and the waits that follow an event through relay, broker and consumers.
 
 Where a wait needs to see inside (a sweep that ran at a worker's start, an outbox not yet relayed,
-a queue not yet drained) it reads the services' own databases and ``rabbitmqctl``, never changes them.
+a queue not yet drained) it reads the services' own databases (``SystemUnderTest.database``) and the
+broker (passive declares, ``rabbitmqctl``), never changes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-import subprocess
 
-import psycopg
+import pika
+import pika.exceptions
 
-from scripts.system import System
-from services.inventory.domain import credit_code_check_char
-from tests.e2e.conftest import Api, token
-from tests.e2e.receivers import wait_for
+from services.topology import ALL_QUEUES
+from shared.messaging.connection import connect
+from tests.e2e.conftest import Api, SystemUnderTest, token
+from tests.support import rabbitmqctl, wait_until
 
-# Queues whose messages are still on their way somewhere (the audit trail and the DLQs are ends).
-_END_QUEUES = ("notifier.audit",)
-
-
-def valid_credit_code(body17: str) -> str:
-    """A unified social credit code (GB 32100-2015): the 17 characters given and their check character."""
-    return body17 + credit_code_check_char(body17)
+#: Where an event waits on its way to a consumer: each work queue and its retry tiers. The audit trail
+#: (bounded, consumed by nobody) and the dead-letter queues are ends.
+WORK_QUEUES = tuple(name for spec in ALL_QUEUES if spec.max_length is None
+                    for name in (spec.name, *spec.retry_queues))
+DEAD_LETTER_QUEUES = tuple(spec.dlq for spec in ALL_QUEUES)
 
 
 # -- clients -----------------------------------------------------------------------------------------
@@ -40,10 +40,12 @@ def new_client(admin: Api, role: str, organization_id: str | None = None, *, rep
     return Api(admin.system, token(admin.system, client["client_id"], client["client_secret"]), replica)
 
 
-def on_every_replica(api: Api, service: str) -> list[Api]:
-    """The same caller (same token), once per web replica of ``service``."""
+def on_every_replica(api: Api, service: str, times: int = 1) -> list[Api]:
+    """The same caller (same token), ``times`` per web replica of ``service``; each its own Api (its own
+    session), so that each can call from a thread of its own."""
     bearer = api.http.headers["Authorization"].removeprefix("Bearer ")
-    return [Api(api.system, bearer, replica) for replica in range(1, len(api.system.urls(service)) + 1)]
+    replicas = range(1, len(api.system.urls(service)) + 1)
+    return [Api(api.system, bearer, replica) for _ in range(times) for replica in replicas]
 
 
 def created(response, what: str) -> dict:
@@ -94,27 +96,101 @@ def import_instruments(api: Api, organization_id: str, rows: list[dict]):
                     files={"file": ("器具清单.csv", instruments_csv(rows), "text/csv")})
 
 
+# -- looking inside (read only) ------------------------------------------------------------------------
+
+def query(system: SystemUnderTest, service: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of a read-only query on a service's database (over the system's one connection to it)."""
+    return system.database(service).execute(sql, params or None).fetchall()
+
+
+def scalar(system: SystemUnderTest, service: str, sql: str, params: tuple = ()):
+    return query(system, service, sql, params)[0][0]
+
+
+class Queues:
+    """How many messages the system's queues hold, by passive declares on one broker connection (opened
+    on first use, closed on leaving ``with``): the broker's count now. ``rabbitmqctl list_queues`` shows
+    a quorum queue's counts up to seconds late (5 messages published: it said 0 for some 5 s).
+
+    A passive declare counts the messages ready for delivery only: what a consumer took and has not
+    acknowledged is in ``unacknowledged``.
+    """
+
+    def __init__(self, system: SystemUnderTest) -> None:
+        self.system = system
+        self._connection: pika.BlockingConnection | None = None
+        self._channel = None
+
+    def ready(self, names: tuple[str, ...]) -> dict[str, int]:
+        """Ready messages of each queue; a queue that does not exist fails the test."""
+        try:
+            return self._declare(names)
+        except pika.exceptions.AMQPConnectionError:
+            # The broker dropped it (missed heartbeats while the test waited on something else): again on a
+            # new one.
+            self.close()
+            return self._declare(names)
+
+    def _declare(self, names: tuple[str, ...]) -> dict[str, int]:
+        if self._connection is None:
+            self._connection = connect(self.system.amqp_url, name="e2e-queues")
+            self._channel = self._connection.channel()
+        try:
+            return {name: self._channel.queue_declare(queue=name, passive=True).method.message_count
+                    for name in names}
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            self.close()
+            raise AssertionError(f"a queue of {names} is missing: {exc}") from exc
+
+    def close(self) -> None:
+        if self._connection is not None and self._connection.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                self._connection.close()
+        self._connection = self._channel = None
+
+    def __enter__(self) -> Queues:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def unacknowledged(system: SystemUnderTest) -> int:
+    """Messages the system's consumers hold unacknowledged (being handled, or prefetched and waiting), as
+    their channels count them: unlike ``list_queues`` (seconds late for quorum queues), ``list_channels``
+    asks each channel now. One ``rabbitmqctl`` (an Erlang VM start, about a second): ask last."""
+    listed = rabbitmqctl("list_channels", "--no-table-headers", "vhost", "messages_unacknowledged")
+    counts = [line.split("\t") for line in listed.splitlines()]
+    return sum(int(count) for vhost, count in counts if vhost == system.vhost)
+
+
+def unsent_events(system: SystemUnderTest) -> int:
+    """Events recorded in an outbox and not yet published (relayed and confirmed)."""
+    return sum(scalar(system, service, "SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+               for service in ("inventory", "scheduler", "notifier"))
+
+
+def undelivered_notifications(admin: Api) -> int:
+    """Notifications still to be sent: pending, or failed and waiting for their next attempt."""
+    return sum(total(admin, "notifier", "/notifications", status=status) for status in ("pending", "failed"))
+
+
+def sweeps_run(system: SystemUnderTest, trigger: str) -> int:
+    """How many due sweeps the scheduler recorded with this trigger (``startup``, ``api``, ``cron``)."""
+    return scalar(system, "scheduler", "SELECT count(*) FROM sweep_runs WHERE trigger = %s", (trigger,))
+
+
 # -- waiting -----------------------------------------------------------------------------------------
 
-def wait(system: System, condition, timeout: float, message: str, interval: float = 0.25):
-    """``wait_for`` whose failure carries the tail of every process's log."""
+def wait(system: SystemUnderTest, condition, timeout: float, message: str, interval: float = 0.25):
+    """``wait_until`` whose failure carries the tail of every process's log."""
     try:
-        return wait_for(condition, timeout, interval, message)
+        return wait_until(condition, timeout, interval, message)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{system.logs()}") from None
 
 
-def _scalar(system: System, service: str, sql: str, params: tuple = ()) -> int:
-    with psycopg.connect(system.env[f"{service.upper()}_DATABASE_URL"], connect_timeout=5) as conn:
-        return conn.execute(sql, params).fetchone()[0]
-
-
-def sweeps_run(system: System, trigger: str) -> int:
-    """How many due sweeps the scheduler recorded with this trigger (``startup``, ``api``, ``cron``)."""
-    return _scalar(system, "scheduler", "SELECT count(*) FROM sweep_runs WHERE trigger = %s", (trigger,))
-
-
-def wait_for_startup_sweeps(system: System, timeout: float = 60) -> None:
+def wait_for_startup_sweeps(system: SystemUnderTest, timeout: float = 60) -> None:
     """Every scheduler worker sweeps once shortly after it starts; wait until each has, so that the story's
     own sweeps are the ones that notice what the story registers."""
     workers = len(system.of("scheduler-worker"))
@@ -122,52 +198,27 @@ def wait_for_startup_sweeps(system: System, timeout: float = 60) -> None:
          f"the startup sweep of {workers} scheduler worker(s)", interval=0.5)
 
 
-def _unsent_events(system: System) -> int:
-    return sum(_scalar(system, service, "SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-               for service in ("inventory", "scheduler", "notifier"))
-
-
-def queue_depths(system: System) -> dict[str, int]:
-    """Ready plus unacknowledged messages of every queue of the system's vhost."""
-    result = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", system.vhost, "--no-table-headers",
-                             "name", "messages_ready", "messages_unacknowledged"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    depths = {}
-    for line in result.stdout.splitlines():
-        name, ready, unacked = line.split()
-        depths[name] = int(ready) + int(unacked)
-    return depths
-
-
-def _queued_messages(system: System) -> int:
-    """Messages still on their way: in a work or retry queue, or being handled."""
-    return sum(depth for name, depth in queue_depths(system).items()
-               if name not in _END_QUEUES and not name.endswith(".dlq"))
-
-
-def _undelivered_notifications(admin: Api) -> int:
-    """Notifications still to be sent: pending, or failed and waiting for their next attempt."""
-    return sum(total(admin, "notifier", "/notifications", status=status) for status in ("pending", "failed"))
-
-
 def settle(admin: Api, timeout: float = 60) -> None:
-    """Wait until nothing is on its way: every event relayed, every queue drained, every notification
-    delivered (or given up). Checked in the order events flow, twice in a row, so nothing slips between."""
+    """Wait until nothing is on its way: every event relayed, every work and retry queue drained, no
+    message in a consumer's hands, every notification delivered (or given up). Checked in the order
+    events flow, twice in a row, so that nothing slips between two checks."""
     system = admin.system
+    with Queues(system) as queues:
+        def quiet() -> bool:
+            return (unsent_events(system) == 0
+                    and not any(queues.ready(WORK_QUEUES).values())
+                    and unacknowledged(system) == 0
+                    and undelivered_notifications(admin) == 0)
 
-    def quiet() -> bool:
-        return (_unsent_events(system) == 0 and _queued_messages(system) == 0
-                and _undelivered_notifications(admin) == 0)
-
-    wait(system, lambda: quiet() and quiet(), timeout, "every event relayed, consumed and delivered",
-         interval=0.3)
+        wait(system, lambda: quiet() and quiet(), timeout, "every event relayed, consumed and delivered",
+             interval=0.3)
 
 
 def assert_nothing_lost(admin: Api) -> None:
     """No message was dead-lettered and no notification given up on: every event did what it should."""
-    dead_letters = {name: depth for name, depth in queue_depths(admin.system).items()
-                    if name.endswith(".dlq") and depth}
+    with Queues(admin.system) as queues:
+        dead_letters = {name: count for name, count in queues.ready(DEAD_LETTER_QUEUES).items() if count}
     assert not dead_letters, f"dead-lettered: {dead_letters}\n{admin.system.logs()}"
-    dead = admin.get("notifier", "/notifications", params={"status": "dead"}).json()
-    assert not dead, dead
+    response = admin.get("notifier", "/notifications", params={"status": "dead"})
+    assert response.status_code == 200, response.text
+    assert response.json() == [], response.json()

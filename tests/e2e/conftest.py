@@ -4,40 +4,70 @@ webhook receiver in this process.
 
 ``system`` is module-scoped and parametrized: every test module that uses it runs once against one
 process of each kind and once against two of each ("replicas"). A module's tests share its system and
-run in order on one xdist worker (``xdist_group``), as the steps of one story.
+run in order, as the steps of one story; `make test` runs these tests on their own, one at a time
+(``pytest -m e2e``), after the rest.
 """
 
 from __future__ import annotations
 
 import secrets
-import subprocess
+import threading
 import uuid
+from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 
 from scripts.system import System
 from shared.auth import public_pem
 from tests.e2e.receivers import SmtpSink, WebhookReceiver
+from tests.support import broker_vhost
 
 BOOTSTRAP_ID = "e2e-admin"
 
 
 def pytest_collection_modifyitems(items):
-    # A module's tests are the steps of one story on one system: keep them on one xdist worker, in order.
-    # `make test` runs pytest with --dist loadfile (a file's tests on one worker, in order): on pytest 9.2
-    # --dist loadgroup silently ignores xdist_group marks (pytest-dev/pytest-xdist#1386).
     for item in items:
         if "/e2e/" in str(item.path):
             item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.xdist_group(f"e2e-{item.path.stem}"))
 
 
-def _rabbitmqctl(*args: str) -> None:
-    result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        pytest.fail(f"`rabbitmqctl {' '.join(args)}` failed: {result.stderr.strip() or result.stdout.strip()}. "
-                    "Start RabbitMQ with `rabbitmq-server -detached`.", pytrace=False)
+class SystemUnderTest(System):
+    """Every process of the Procfile (:class:`scripts.system.System`), with what the tests reach it by
+    besides its APIs:
+
+    - ``bootstrap``: the bootstrap admin client's (id, secret), as an operator configures it;
+    - ``vhost`` and ``amqp_url``: the broker vhost the system runs on;
+    - ``database(service)``: a read-only look at a service's database over ONE autocommit connection kept
+      until ``stop()``, so that polling opens no new connections (PostgreSQL's 100 connections are
+      shared with every other test run on the machine).
+    """
+
+    def __init__(self, env: dict[str, str], log_dir: Path, *, bootstrap: tuple[str, str], vhost: str,
+                 **kwargs) -> None:
+        super().__init__(env, log_dir, **kwargs)
+        self.bootstrap = bootstrap
+        self.vhost = vhost
+        self.amqp_url = env["AMQP_URL"]
+        self._databases: dict[str, psycopg.Connection] = {}
+        self._lock = threading.Lock()
+
+    def database(self, service: str) -> psycopg.Connection:
+        with self._lock:
+            connection = self._databases.get(service)
+            if connection is None or connection.closed or connection.broken:
+                connection = psycopg.connect(self.env[f"{service.upper()}_DATABASE_URL"], autocommit=True,
+                                             connect_timeout=5)
+                self._databases[service] = connection
+            return connection
+
+    def stop(self) -> None:
+        with self._lock:
+            for connection in self._databases.values():
+                connection.close()
+            self._databases.clear()
+        super().stop()
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["single", "replicas"])
@@ -47,14 +77,11 @@ def replicas(request) -> int:
 
 
 @pytest.fixture(scope="module")
-def vhost(replicas):
-    """A fresh vhost for one system (depending on ``replicas`` makes it one per system); (name, AMQP URL).
+def vhost(replicas) -> str:
+    """A fresh vhost for one system (depending on ``replicas`` makes it one per system); its AMQP URL.
     Deleted afterwards."""
-    name = f"refstd-e2e-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", name)
-    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    yield name, f"amqp://guest:guest@127.0.0.1:5672/{name}"
-    _rabbitmqctl("delete_vhost", name)
+    with broker_vhost(f"refstd-e2e-{uuid.uuid4().hex[:8]}") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +104,7 @@ def system(replicas, vhost, smtp, postgres_database_factory, signing_key, signin
     """Every web and worker process of the Procfile, ``replicas`` of each."""
     var = tmp_path_factory.mktemp("e2e-var")
     env = {
-        "AMQP_URL": vhost[1],
+        "AMQP_URL": vhost,
         "REFSTD_VAR_DIR": str(var),
         "DEMO_DATA": "0",
         "JWT_PRIVATE_KEY": signing_key_pem,
@@ -86,10 +113,11 @@ def system(replicas, vhost, smtp, postgres_database_factory, signing_key, signin
         "BOOTSTRAP_CLIENT_SECRET": secrets.token_urlsafe(24),
         "MAIL_URL": smtp.url,
         "WEBHOOK_ALLOW_PRIVATE": "true",
-        # What a killed notifier worker had claimed goes to another worker after seconds, not minutes
-        # (the receivers here answer at once, so a batch takes far less).
-        "NOTIFIER_EMAIL_CLAIM_SECONDS": "10",
-        "NOTIFIER_WEBHOOK_CLAIM_SECONDS": "10",
+        # What a killed notifier worker had claimed goes to another worker after half a minute, not two.
+        # Not less: a batch still being sent when its claim runs out is claimed and sent again by the other
+        # worker, and on a loaded machine a batch (to receivers that answer at once) can take 10 s.
+        "NOTIFIER_EMAIL_CLAIM_SECONDS": "30",
+        "NOTIFIER_WEBHOOK_CLAIM_SECONDS": "30",
         # Sweeps run when a test asks (POST /sweeps) and once at each worker's start, never on the clock.
         "SWEEP_CRON": "0 3 1 1 *",
         "LOG_LEVEL": "INFO",
@@ -97,23 +125,26 @@ def system(replicas, vhost, smtp, postgres_database_factory, signing_key, signin
     for service in ("inventory", "scheduler", "notifier"):
         env[f"{service.upper()}_DATABASE_URL"] = postgres_database_factory(f"e2e_{service}")
     # One gunicorn worker per web process with replicas, so two processes still fit two cores.
-    system = System(env, var / "logs", replicas=replicas, web_workers=2 if replicas == 1 else 1)
+    system = SystemUnderTest(env, var / "logs", replicas=replicas, web_workers=2 if replicas == 1 else 1,
+                             bootstrap=(BOOTSTRAP_ID, env["BOOTSTRAP_CLIENT_SECRET"]),
+                             vhost=vhost.rsplit("/", 1)[1])
     system.migrate()
     try:
         system.start()
     except Exception:
         system.stop()
         raise
-    system.bootstrap = (BOOTSTRAP_ID, env["BOOTSTRAP_CLIENT_SECRET"])
-    system.vhost = vhost[0]
     yield system
     system.stop()
 
 
 class Api:
-    """A client of the running system with one role's token; ``get``/``post``/... take (service, path)."""
+    """A client of the running system with one role's token; ``get``/``post``/... take (service, path).
 
-    def __init__(self, system: System, token: str | None, replica: int = 1) -> None:
+    One ``requests.Session`` each: use an Api from one thread at a time.
+    """
+
+    def __init__(self, system: SystemUnderTest, token: str | None, replica: int = 1) -> None:
         self.system = system
         self.replica = replica
         self.http = requests.Session()
@@ -144,7 +175,7 @@ class Api:
         return self.request("DELETE", service, path, **kw)
 
 
-def token(system: System, client_id: str, secret: str) -> str:
+def token(system: SystemUnderTest, client_id: str, secret: str) -> str:
     """A token from the inventory's token endpoint (client credentials), as any client gets one."""
     response = requests.post(system.url("inventory") + "/api/v1/auth/token", timeout=30,
                              data={"grant_type": "client_credentials"}, auth=(client_id, secret))

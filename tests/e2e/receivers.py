@@ -138,14 +138,3 @@ class WebhookReceiver:
         self._server.shutdown()
         self._server.server_close()
 
-
-def wait_for(condition, timeout: float, interval: float = 0.25, message: str = "condition"):
-    """Poll ``condition()`` until it returns something truthy; fail with ``message`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {message}")
-        time.sleep(interval)

@@ -32,18 +32,24 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import psycopg
 import pytest
 import requests
 
-from scripts.system import System
-from services.inventory.domain import credit_code_check_char
 from services.notifier.delivery import Dispatcher
 from services.notifier.mail import message_id
 from services.notifier.worker import WEBHOOK_BATCH_SIZE
-from services.topology import ALL_QUEUES
-from shared.messaging.connection import connect
-from tests.e2e.receivers import SmtpSink, WebhookReceiver, wait_for
+from tests.e2e.actions import (
+    assert_nothing_lost,
+    instruments_csv,
+    query,
+    scalar,
+    settle,
+    wait,
+    wait_for_startup_sweeps,
+)
+from tests.e2e.conftest import SystemUnderTest
+from tests.e2e.receivers import SmtpSink, WebhookReceiver
+from tests.support import valid_credit_code
 
 #: One per enterprise (a sweep tells an enterprise of all its items in one notice).
 NOTICES = 2_000
@@ -58,29 +64,9 @@ NOTICE_TYPES = "refstd.scheduler.recalibration.*"
 RECORD_EVERY = inspect.signature(Dispatcher).parameters["record_every"].default
 #: How long the SMTP server is stopped and the webhook receiver fails, seconds.
 OUTAGE_SECONDS = 6.0
-#: Everything delivered within this after the sweep, faults included (a bound, not the expectation).
+#: Everything delivered within this after the sweep, faults included (a bound, not the expectation: some
+#: 50 s, of which up to 30 s is a killed notifier worker's claim running out; see the conftest).
 DELIVERY_TIMEOUT = 240.0
-
-
-# -- reading the system's own databases and queues (never changing them) -------------------------------
-
-def query(system: System, service: str, sql: str, params: tuple = ()) -> list[tuple]:
-    with psycopg.connect(system.env[f"{service.upper()}_DATABASE_URL"], autocommit=True) as conn:
-        return conn.execute(sql, params or None).fetchall()
-
-
-def scalar(system: System, service: str, sql: str, params: tuple = ()):
-    return query(system, service, sql, params)[0][0]
-
-
-def queue_depths(amqp_url: str, names: list[str]) -> dict[str, int]:
-    """Ready messages of each queue (passive declare: a queue that does not exist is an error)."""
-    connection = connect(amqp_url, name="e2e-faults")
-    try:
-        channel = connection.channel()
-        return {name: channel.queue_declare(queue=name, passive=True).method.message_count for name in names}
-    finally:
-        connection.close()
 
 
 # -- the faults --------------------------------------------------------------------------------------
@@ -102,10 +88,9 @@ class Fault:
 class Chaos:
     """Fires faults as the run progresses and undoes them (restart, server back) after their time."""
 
-    system: System
+    system: SystemUnderTest
     smtp: SmtpSink
     webhooks: WebhookReceiver
-    vhost: str
     log: list[str] = field(default_factory=list)
     kills: Counter = field(default_factory=Counter)
     connections_closed: int = 0
@@ -151,7 +136,7 @@ class Chaos:
     def _connections(self) -> int:
         result = subprocess.run(["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "vhost"],
                                 capture_output=True, text=True, timeout=60)
-        return result.stdout.split().count(self.vhost)
+        return result.stdout.split().count(self.system.vhost)
 
     def _close_connections(self) -> None:
         # Once every worker holds its connections (a restarted one may still be connecting), so that the
@@ -161,7 +146,7 @@ class Chaos:
             if time.monotonic() > deadline:
                 break  # closed anyway; the test names the shortfall
             time.sleep(0.5)
-        result = subprocess.run(["rabbitmqctl", "-q", "close_all_connections", "--vhost", self.vhost, "--limit",
+        result = subprocess.run(["rabbitmqctl", "-q", "close_all_connections", "--vhost", self.system.vhost, "--limit",
                                  "1000", "fault test: every connection of the vhost closed"],
                                 capture_output=True, text=True, timeout=60)
         output = (result.stderr or result.stdout).strip()
@@ -191,13 +176,13 @@ class Chaos:
             thread.join(60)
 
 
-def import_faults(system: System, rng: random.Random) -> list[Fault]:
+def import_faults(system: SystemUnderTest, rng: random.Random) -> list[Fault]:
     """The inventory's worker killed while it relays the instruments' events."""
     return [Fault("kill", at=rng.uniform(0.2, 0.7), target=process.name, down=rng.uniform(0.5, 2))
             for process in system.of("inventory-worker")]
 
 
-def delivery_faults(system: System, rng: random.Random) -> list[Fault]:
+def delivery_faults(system: SystemUnderTest, rng: random.Random) -> list[Fault]:
     """Each worker process killed at random moments of the delivery, the broker's connections closed,
     the SMTP server and the webhook receiver away for a while. Bounded: a fixed list."""
     faults = []
@@ -220,12 +205,7 @@ def delivery_faults(system: System, rng: random.Random) -> list[Fault]:
 
 # -- producing the notices through the APIs ----------------------------------------------------------
 
-def credit_code(number: int) -> str:
-    body = f"91370300{number:09d}"
-    return body + credit_code_check_char(body)
-
-
-def post_all(system: System, token: str, service: str, posts: list[dict], status: int = 201,
+def post_all(system: SystemUnderTest, token: str, service: str, posts: list[dict], status: int = 201,
              done: list | None = None) -> list[dict]:
     """Every POST (``{"path": ..., **requests arguments}``) from a small thread pool, spread over the
     service's replicas; each must answer ``status``."""
@@ -249,25 +229,17 @@ def post_all(system: System, token: str, service: str, posts: list[dict], status
         return list(pool.map(post, enumerate(posts)))
 
 
-def instruments_csv(number: int) -> str:
-    """A pressure gauge never verified: due on its registration, today."""
-    return ("name,category,serial_number,interval_months,mandatory,regulation\n"
-            f"弹簧管式压力表,pressure gauge,PG-{number:05d},12,true,JJG 52-2013\n")
-
-
-def wait_counts(system: System, checks: dict[tuple[str, str], int], timeout: float, what: str) -> None:
-    """Until each ``(service, SQL)`` counts what it should."""
-    def reached():
-        return all(scalar(system, service, sql) == expected for (service, sql), expected in checks.items())
-
-    wait_for(reached, timeout, interval=0.5, message=what)
+def pressure_gauge(number: int) -> dict:
+    """An instrument never verified: due on its registration, today."""
+    return {"name": "弹簧管式压力表", "category": "pressure gauge", "serial_number": f"PG-{number:05d}",
+            "interval_months": 12, "mandatory": "true", "regulation": "JJG 52-2013"}
 
 
 # -- the run -----------------------------------------------------------------------------------------
 
 @dataclass
 class FaultRun:
-    system: System
+    system: SystemUnderTest
     tag: str
     domain: str
     path: str
@@ -311,7 +283,7 @@ def _all_sent(run: FaultRun) -> bool:
     return total == 2 * NOTICES and sent == total
 
 
-def _run_faults(system, as_admin, smtp, webhooks, vhost) -> FaultRun:
+def _run_faults(system, as_admin, smtp, webhooks) -> FaultRun:
     rng = random.Random(SEED + len(system.of("notifier-worker")))
     tag = f"r{len(system.of('notifier-worker'))}-{uuid.uuid4().hex[:6]}"
     token = as_admin.http.headers["Authorization"].removeprefix("Bearer ")
@@ -329,18 +301,17 @@ def _run_faults(system, as_admin, smtp, webhooks, vhost) -> FaultRun:
     organizations = post_all(system, token, "inventory", [
         {"path": "/organizations", "json": {
             "name": f"故障演练企业 {i:04d}", "name_en": f"Fault drill enterprise {i:04d}", "kind": "enterprise",
-            "credit_code": credit_code(i), "contacts": [
+            "credit_code": valid_credit_code(f"91370300{i:09d}"), "contacts": [
                 {"name": f"联系人 {i:04d}", "email": f"c{i:04d}@{domain}", "locale": ("en", "zh-CN")[i % 2]}]}}
         for i in range(NOTICES)])
     figures["organizations registered (s)"] = round(time.monotonic() - started, 1)
 
     # Every scheduler worker's start-up sweep has run, so the instruments are noticed by the sweep below.
-    wait_for(lambda: scalar(system, "scheduler", "SELECT count(*) FROM sweep_runs WHERE trigger = 'startup'")
-             >= len(system.of("scheduler-worker")), 60, interval=0.5, message="the start-up sweeps")
+    wait_for_startup_sweeps(system)
 
     # The instruments, while the inventory's worker (the relay of their events) is killed.
     run = FaultRun(system, tag, domain, path, organizations)
-    chaos = Chaos(system, smtp, webhooks, vhost, log=["instrument import (seconds from its start):"])
+    chaos = Chaos(system, smtp, webhooks, log=["instrument import (seconds from its start):"])
     faults = import_faults(system, rng)
     done: list = []
     failures: list = []
@@ -349,7 +320,7 @@ def _run_faults(system, as_admin, smtp, webhooks, vhost) -> FaultRun:
         try:
             post_all(system, token, "inventory", [
                 {"path": "/instruments/import", "params": {"organization_id": organization["id"]},
-                 "files": {"file": ("instruments.csv", instruments_csv(i).encode(), "text/csv")}}
+                 "files": {"file": ("instruments.csv", instruments_csv([pressure_gauge(i)]), "text/csv")}}
                 for i, organization in enumerate(organizations)], status=200, done=done)
         except BaseException as exc:  # reported below, in the test's thread
             failures.append(exc)
@@ -368,11 +339,13 @@ def _run_faults(system, as_admin, smtp, webhooks, vhost) -> FaultRun:
     if failures:
         raise failures[0]
     assert len(done) == NOTICES
-    wait_counts(system, {
+    read_models = {
         ("scheduler", "SELECT count(*) FROM tracked_items WHERE item_kind = 'instrument'"): NOTICES,
         ("scheduler", "SELECT count(*) FROM known_organizations"): NOTICES,
         ("notifier", "SELECT count(*) FROM known_organizations"): NOTICES,
-    }, 120, "the instruments and organizations in the scheduler's and notifier's read models")
+    }
+    wait(system, lambda: all(scalar(system, service, sql) == count for (service, sql), count in read_models.items()),
+         120, "the instruments and organizations in the scheduler's and notifier's read models", interval=0.5)
     figures["setup (s)"] = round(time.monotonic() - started, 1)
 
     # Two sweeps at once (on every scheduler web replica): the advisory lock lets one make the notices.
@@ -425,14 +398,10 @@ def _run_faults(system, as_admin, smtp, webhooks, vhost) -> FaultRun:
 
 
 @pytest.fixture(scope="module")
-def run(system, as_admin, smtp, webhooks, vhost) -> FaultRun:
-    result = _run_faults(system, as_admin, smtp, webhooks, vhost[0])
+def run(system, as_admin, smtp, webhooks) -> FaultRun:
+    result = _run_faults(system, as_admin, smtp, webhooks)
     # Whatever was still on its way is through: every outbox relayed, every work and retry queue empty.
-    wait_counts(system, {(service, "SELECT count(*) FROM outbox WHERE sent_at IS NULL"): 0
-                         for service in ("inventory", "scheduler", "notifier")}, 60, "every outbox relayed")
-    work = [name for spec in ALL_QUEUES if spec.max_length is None for name in (spec.name, *spec.retry_queues)]
-    wait_for(lambda: not any(queue_depths(vhost[1], work).values()), 60, interval=0.5,
-             message="every work and retry queue drained")
+    settle(as_admin, timeout=120)
     print(f"\n== faults, {result.replicas} process(es) of each kind ==")
     for line in result.log:
         print("  " + line)
@@ -479,8 +448,9 @@ def test_every_email_arrived_exactly_once(run, smtp):
     resent = sum(count - 1 for count in counts.values())
     run.figures["emails: distinct Message-IDs / arrivals / re-sends"] = (len(counts), counts.total(), resent)
     # A worker killed with outcomes not yet recorded sends those again (at most RECORD_EVERY: the one in
-    # hand and those waiting to be recorded); a server stopped between its 250 and the client reading it too.
-    assert resent <= run.notifier_kills * RECORD_EVERY + 1, counts.most_common(5)
+    # hand and those waiting to be recorded); the SMTP server stopped between its 250 and a client reading
+    # it too: one message per notifier worker, each may have one in flight.
+    assert resent <= run.notifier_kills * RECORD_EVERY + run.replicas, counts.most_common(5)
 
 
 def test_every_webhook_arrived_exactly_once(run, webhooks):
@@ -499,9 +469,8 @@ def test_every_webhook_arrived_exactly_once(run, webhooks):
     assert resent <= run.notifier_kills * WEBHOOK_BATCH_SIZE, counts.most_common(5)
 
 
-def test_no_dead_letters(run, vhost):
-    depths = queue_depths(vhost[1], [spec.dlq for spec in ALL_QUEUES])
-    assert depths == dict.fromkeys(depths, 0)
+def test_nothing_was_dead_lettered_or_given_up(run, as_admin):
+    assert_nothing_lost(as_admin)
 
 
 def test_the_delivery_log_agrees(run, as_admin):

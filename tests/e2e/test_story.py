@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -28,10 +29,11 @@ from tests.e2e.actions import (
     register_standard,
     settle,
     total,
-    valid_credit_code,
     wait,
     wait_for_startup_sweeps,
 )
+from tests.e2e.conftest import Api
+from tests.support import valid_credit_code
 
 PREFIX = "refstd.scheduler."
 INSTITUTE_TZ = ZoneInfo(os.environ.get("INSTITUTE_TZ") or "Asia/Shanghai")  # as the services read it
@@ -234,33 +236,32 @@ def test_partner_booking_is_approved_and_told_by_webhook_and_email(system, as_ad
     assert contact in str(event["ATTENDEE"])
 
 
-def at_once(calls: list) -> list:
-    """Run the calls in threads released together; their results, in order."""
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
+def at_once(callers: list[Api], call) -> list:
+    """``call(caller)`` for every caller, each in its own thread, the threads released together; the
+    answers in the callers' order. What a call raised is raised here. Every caller is its own Api: a
+    ``requests.Session`` is not to be shared between threads."""
+    assert len({id(caller) for caller in callers}) == len(callers), "one Api per thread"
+    barrier = threading.Barrier(len(callers))
 
-    def run(index: int) -> None:
-        barrier.wait(10)
-        results[index] = calls[index]()
+    def run(caller: Api):
+        barrier.wait(30)
+        return call(caller)
 
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results
+    with ThreadPoolExecutor(len(callers)) as pool:
+        futures = [pool.submit(run, caller) for caller in callers]
+        return [future.result(timeout=120) for future in futures]
 
 
 @pytest.mark.parametrize("day", [4, 5, 6])
 def test_one_of_concurrent_bookings_of_one_slot_wins(system, story, day):
     """Several requests for the same slot at once, spread over every scheduler replica: one booking."""
     lab, standard, today = story["lab"], story["standard"], story["today"]
-    callers = on_every_replica(lab, "scheduler") * 3
+    callers = on_every_replica(lab, "scheduler", times=3)
     starts, ends = at(today + dt.timedelta(day), 14), at(today + dt.timedelta(day), 16)
     request = {"standard_id": standard["id"], "starts_at": starts.isoformat(), "ends_at": ends.isoformat(),
                "purpose": "期间核查"}
 
-    answers = at_once([lambda api=api: api.post("scheduler", "/bookings", json=request) for api in callers])
+    answers = at_once(callers, lambda api: api.post("scheduler", "/bookings", json=request))
 
     statuses = sorted(answer.status_code for answer in answers)
     assert statuses == [201] + [409] * (len(callers) - 1), [(a.status_code, a.text[:200]) for a in answers]
@@ -287,8 +288,8 @@ def test_concurrent_sweeps_notice_once(system, as_admin, smtp, story):
     wait(system, lambda: total(as_admin, "scheduler", "/due", organization_id=other["id"]) == 1, PROPAGATION,
          "the scheduler to track the new instrument")
 
-    callers = on_every_replica(story["lab"], "scheduler") * 2
-    answers = at_once([lambda api=api: api.post("scheduler", "/sweeps") for api in callers])
+    callers = on_every_replica(story["lab"], "scheduler", times=2)
+    answers = at_once(callers, lambda api: api.post("scheduler", "/sweeps"))
     assert all(a.status_code in (200, 409) for a in answers), [(a.status_code, a.text) for a in answers]
     assert sum(a.json()["notices_emitted"] for a in answers if a.status_code == 200) == 1
 

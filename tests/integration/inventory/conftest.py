@@ -9,13 +9,7 @@ from services.inventory.manage import prepare_database
 from services.inventory.models import Organization, OutboxMessage
 from shared.config import Settings
 from shared.db import Database
-from tests.support import read_outbox
-
-
-def valid_credit_code(body17: str) -> str:
-    from services.inventory.domain import credit_code_check_char
-
-    return body17 + credit_code_check_char(body17)
+from tests.support import read_outbox, valid_credit_code
 
 
 @pytest.fixture

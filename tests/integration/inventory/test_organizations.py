@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from services.inventory.models import Organization
-from tests.integration.inventory.conftest import valid_credit_code
+from tests.support import valid_credit_code
 
 URL = "/api/v1/organizations"
 NEW_CODE = valid_credit_code("91370303MA3D12345")

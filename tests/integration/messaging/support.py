@@ -7,7 +7,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
 
 import pika
 import pika.exceptions
@@ -49,18 +48,6 @@ OUTBOX = Outbox(OutboxMessage, SOURCE)
 
 def unique(prefix: str) -> str:
     return f"{prefix}.{uuid.uuid4().hex[:8]}"
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = ""):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 def add_events(db, count: int, event_type: str, *, batch: int = 1000) -> list[str]:

@@ -13,8 +13,9 @@ from shared.context import correlation_id
 from shared.messaging.consumer import ATTEMPT_HEADER, ERROR_HEADER, REASON_HEADER, Consumer
 from shared.messaging.envelope import encode, make_event
 from shared.messaging.topology import QueueSpec
+from tests.support import wait_until
 
-from .support import OUTBOX, SOURCE, Handled, InboxMessage, Running, unique, wait_until
+from .support import OUTBOX, SOURCE, Handled, InboxMessage, Running, unique
 
 
 def count(db, model) -> int:

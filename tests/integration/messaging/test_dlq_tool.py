@@ -14,8 +14,9 @@ from scripts import dlq
 from shared.messaging.consumer import ATTEMPT_HEADER, ERROR_HEADER, QUEUE_HEADER, REASON_HEADER, Consumer
 from shared.messaging.envelope import encode, make_event
 from shared.messaging.topology import QueueSpec, declare_queue
+from tests.support import wait_until
 
-from .support import SOURCE, Handled, InboxMessage, Running, unique, wait_until
+from .support import SOURCE, Handled, InboxMessage, Running, unique
 
 
 class Outage:

@@ -7,6 +7,7 @@ from sqlalchemy import select
 from shared.messaging.consumer import Consumer
 from shared.messaging.relay import OutboxRelay
 from shared.messaging.topology import QueueSpec
+from tests.support import wait_until
 
 from .support import (
     Handled,
@@ -17,7 +18,6 @@ from .support import (
     close_vhost_connections,
     unique,
     unsent_count,
-    wait_until,
 )
 
 

@@ -11,8 +11,9 @@ from sqlalchemy import select
 
 from shared.messaging.envelope import CONTENT_TYPE, decode
 from shared.messaging.relay import OutboxRelay
+from tests.support import wait_until
 
-from .support import OutboxMessage, Running, add_events, unique, unsent_count, wait_until
+from .support import OutboxMessage, Running, add_events, unique, unsent_count
 
 
 def rows(db) -> list[OutboxMessage]:

@@ -11,8 +11,9 @@ from sqlalchemy import event, func, select, update
 from shared.messaging.inbox import claim
 from shared.messaging.retention import Retention, purge_inbox, purge_sent_outbox
 from shared.timeutil import utcnow
+from tests.support import wait_until
 
-from .support import InboxMessage, OutboxMessage, Running, add_events, wait_until
+from .support import InboxMessage, OutboxMessage, Running, add_events
 
 
 def count(db, model) -> int:
