@@ -7,6 +7,7 @@ import contextlib
 import copy
 import email
 import email.policy
+import functools
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ from shared.messaging.connection import connect
 from shared.messaging.envelope import CONTENT_TYPE, encode, make_event
 from shared.messaging.topology import EXCHANGE, declare_topology
 from shared.messaging.worker import run_components
+from tests import support
 from tests.integration.notifier.test_delivery import RecordingSender
 from tests.integration.notifier.test_routing import organization_payload
 from tests.unit.notifier.samples import ENTERPRISE_ID, all_events
@@ -37,15 +39,8 @@ from tests.unit.notifier.samples import ENTERPRISE_ID, all_events
 S = "refstd.scheduler."
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(0.05)
+#: A whole worker starts in this process's threads: give it longer than the shared default.
+wait_until = functools.partial(support.wait_until, timeout=30.0)
 
 
 class Broker:
