@@ -18,11 +18,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m scripts.run
 
-## Every test, on SQLite and PostgreSQL, against the real RabbitMQ; then the end-to-end tests (tests/e2e).
+## Every test, on SQLite and PostgreSQL, against the real RabbitMQ; then the end-to-end tests (tests/e2e),
+## one module at a time, since each starts the whole system (10-20 processes).
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "not e2e"
-	# The end-to-end tests start the whole system (10-20 processes) per module: one module at a time.
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m e2e tests/e2e
 
 ## Every benchmark (figures are ratios against a baseline measured in the same run), written to bench/RESULTS.md.
